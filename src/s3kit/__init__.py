@@ -1,0 +1,71 @@
+"""s3kit: many S3-compatible object stores used as one dependable store.
+
+Each endpoint gets its own credentials, connection pool, concurrency limit, retry policy and
+circuit breaker; a multiplexer routes, fails over, replicates and reports.
+"""
+
+from __future__ import annotations
+
+from ._compat import S3Kit, s3_kit
+from ._config import EndpointConfig
+from ._endpoint import Endpoint
+from ._errors import (
+    AccessDenied,
+    CircuitOpenError,
+    ConfigError,
+    ConnectionFailed,
+    ConnectTimeout,
+    EndpointError,
+    EndpointSaturated,
+    InvalidArgument,
+    NoHealthyEndpoint,
+    NotFound,
+    PreconditionFailed,
+    ReadTimeout,
+    S3KitError,
+    ServiceError,
+    Throttled,
+    TransportError,
+)
+from ._events import (
+    BreakerStateChanged,
+    EndpointMisconfigured,
+    EndpointSaturatedEvent,
+    Event,
+    FailedOver,
+    RetryScheduled,
+)
+from ._stats import EndpointStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccessDenied",
+    "BreakerStateChanged",
+    "CircuitOpenError",
+    "ConfigError",
+    "ConnectTimeout",
+    "ConnectionFailed",
+    "Endpoint",
+    "EndpointConfig",
+    "EndpointError",
+    "EndpointMisconfigured",
+    "EndpointSaturated",
+    "EndpointSaturatedEvent",
+    "EndpointStats",
+    "Event",
+    "FailedOver",
+    "InvalidArgument",
+    "NoHealthyEndpoint",
+    "NotFound",
+    "PreconditionFailed",
+    "ReadTimeout",
+    "RetryScheduled",
+    "S3Kit",
+    "S3KitError",
+    "ServiceError",
+    "Throttled",
+    "TransportError",
+    "__version__",
+    "s3_kit",
+]

@@ -1,0 +1,518 @@
+"""Endpoint: guards one S3 store with a limiter, a breaker, a retry policy and counters.
+
+An :class:`Endpoint` is what ``create_s3_endpoint_handler`` returns: callable as
+``handler(operation, **kwargs)`` (the guide's form) and with one method per operation.
+
+Per call: admit through the breaker (no lock while closed), take a concurrency slot, run one
+attempt unlocked, record the outcome under one short lock. A failed *leg* (this endpoint's
+attempts within one call) counts once against the breaker, whatever the number of retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from . import _ops
+from ._breaker import PROBE, REJECT, CircuitBreaker
+from ._clock import SYSTEM_CLOCK, Clock
+from ._config import EndpointConfig
+from ._errors import (
+    CircuitOpenError,
+    ConfigError,
+    EndpointError,
+    EndpointSaturated,
+    InvalidArgument,
+    ReadTimeout,
+)
+from ._events import (
+    BreakerStateChanged,
+    EndpointMisconfigured,
+    EndpointSaturatedEvent,
+    EventBus,
+    RetryScheduled,
+)
+from ._limits import Limiter
+from ._outcome import (
+    ACCESS,
+    BAD_CREDENTIALS,
+    CLIENT,
+    FAILURE,
+    RETRYABLE,
+    THROTTLE,
+    TRANSIENT,
+    classify,
+)
+from ._retry import RetryBudget, backoff_delay
+from ._stats import EndpointStats, LatencyWindow
+from ._transport import Transport, make_transport
+from ._validate import (
+    check_bucket,
+    check_download_target,
+    check_expiration,
+    check_key,
+    check_max_keys,
+    check_timeout,
+    check_upload_source,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+__all__ = ["OPERATIONS", "Endpoint"]
+
+OPERATIONS = (
+    "upload_file",
+    "download_file",
+    "list_objects",
+    "delete_object",
+    "head_object",
+    "create_presigned_url",
+    "put_object",
+    "get_object",
+    "copy_object",
+    "create_bucket",
+    "delete_bucket",
+    "list_buckets",
+)
+
+
+class Endpoint:
+    """One guarded S3 endpoint. Thread-safe; share one per store across all threads."""
+
+    def __init__(
+        self,
+        config: EndpointConfig,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        events: EventBus | None = None,
+        transport: Transport | None = None,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.url = config.endpoint_url
+        self._clock = clock
+        self._rng = rng
+        self.events = events if events is not None else EventBus()
+        self.transport: Transport = transport if transport is not None else make_transport(config)
+        self.breaker = CircuitBreaker(
+            config.circuit_breaker_threshold,
+            config.breaker_open_s,
+            config.breaker_max_open_s,
+            clock=clock,
+            rng=rng,
+            on_transition=self._on_transition,
+        )
+        self.limiter = Limiter(config.max_concurrent, clock=clock)
+        self._budget = RetryBudget(config.retry_budget, clock=clock)
+        self._lock = threading.Lock()
+        self._latency = LatencyWindow()
+        self.requests = 0
+        self.successes = 0
+        self.client_errors = 0
+        self.access_errors = 0
+        self.throttles = 0
+        self.endpoint_failures = 0
+        self.retries = 0
+        self.failovers_away = 0
+        self.rejected_open = 0
+        self.saturated = 0
+        self.legs = 0  # calls that reached this endpoint (the guide's requests_per_endpoint)
+        self.last_used = 0.0  # wall-clock time.time() of the latest leg
+        self.misconfigured = False
+        self.closed = False
+        self.metadata: dict[str, Any] = {
+            "name": config.name,
+            "endpoint_url": config.endpoint_url,
+            "region": config.region,
+            "transport": config.transport,
+            "max_concurrent": config.max_concurrent,
+            "circuit_breaker_threshold": config.circuit_breaker_threshold,
+            "retries": config.retries,
+            "connect_timeout": config.connect_timeout,
+            "read_timeout": config.read_timeout,
+            "breaker_open_s": config.breaker_open_s,
+        }
+
+    # ------------------------------------------------------------------ dunder
+    def __repr__(self) -> str:
+        return (
+            f"<Endpoint {self.name!r} url={self.url!r} state={self.breaker.state} "
+            f"in_flight={self.limiter.in_flight}/{self.limiter.limit}>"
+        )
+
+    def __call__(self, operation: str, **kwargs: Any) -> Any:
+        """The guide's form: ``handler("upload_file", file_path=..., bucket=..., key=...)``."""
+        if operation not in OPERATIONS:
+            raise ConfigError(
+                f"unknown operation {operation!r}; valid operations: {', '.join(OPERATIONS)}"
+            )
+        method: Callable[..., Any] = getattr(self, operation)
+        return method(**kwargs)
+
+    def __enter__(self) -> Endpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def client(self) -> S3Client:
+        """The underlying boto3 client (an escape hatch; it bypasses breaker and retries)."""
+        client_fn = getattr(self.transport, "client", None)
+        if client_fn is None:
+            raise ConfigError(f"transport {self.transport.name!r} has no boto3 client")
+        return client_fn()  # type: ignore[no-any-return]
+
+    # ---------------------------------------------------------------- the core
+    def _on_transition(self, old: str, new: str, retry_after: float) -> None:
+        level = logging.WARNING if new == "open" else logging.INFO
+        self.events.emit(BreakerStateChanged(self.name, old, new, retry_after), level)
+
+    def run(
+        self,
+        op: _ops.Op,
+        *,
+        retries: int | None = None,
+        wait: bool = True,
+        deadline: float | None = None,
+        allow_probe: bool = True,
+    ) -> dict[str, Any]:
+        """Run ``op`` on this endpoint with its breaker, limiter and retry policy (one leg).
+
+        ``retries`` overrides the endpoint's own (a multiplexer's failover legs use 0);
+        ``wait=False`` raises :class:`EndpointSaturated` at once when no slot is free;
+        ``deadline`` is a monotonic time by which the call must end.
+        """
+        if self.closed:
+            raise ConfigError(f"endpoint {self.name!r} is closed")
+        clock = self._clock
+        breaker = self.breaker
+        verdict = breaker.admit(allow_probe=allow_probe)
+        if verdict == REJECT:
+            with self._lock:
+                self.rejected_open += 1
+            raise CircuitOpenError(
+                endpoint=self.name, operation=op.name, retry_after=breaker.retry_after()
+            )
+        probe = verdict == PROBE
+        max_retries = 0 if probe else (self.config.retries if retries is None else retries)
+        limiter = self.limiter
+        resolved = False
+        attempt = 0
+        previous: EndpointError | None = None
+        try:
+            while True:
+                # ---- a concurrency slot: never held while sleeping in backoff
+                if not limiter.try_acquire():
+                    waited = 0.0
+                    if wait:
+                        waited = self.config.acquire_timeout
+                        if deadline is not None:
+                            waited = max(0.0, min(waited, deadline - clock.monotonic()))
+                    if not (waited and limiter.acquire(waited)):
+                        with self._lock:
+                            self.saturated += 1
+                        self.events.emit(
+                            EndpointSaturatedEvent(self.name, op.name, limiter.limit),
+                            logging.DEBUG,
+                        )
+                        raise EndpointSaturated(
+                            endpoint=self.name,
+                            operation=op.name,
+                            waited=waited,
+                            limit=limiter.limit,
+                        )
+                timeout: float | None = None
+                t0 = clock.monotonic()
+                if deadline is not None:
+                    remaining = deadline - t0
+                    if remaining <= 0:
+                        limiter.release()
+                        if previous is not None:
+                            break
+                        raise ReadTimeout(
+                            f"deadline passed before {op.name} on {self.name} could start",
+                            endpoint=self.name,
+                            operation=op.name,
+                            attempt_count=0,
+                        )
+                    if remaining < self.config.read_timeout:
+                        timeout = remaining
+                try:
+                    result = op.attempt(self, timeout)
+                except EndpointError as exc:
+                    error: EndpointError | None = exc
+                else:
+                    error = None
+                finally:
+                    limiter.release()
+                elapsed = clock.monotonic() - t0
+                if error is None:
+                    with self._lock:
+                        self.requests += 1
+                        self.successes += 1
+                        self._latency.add(elapsed)
+                        self._budget.record_request()
+                        self.misconfigured = False
+                    limiter.on_success()
+                    breaker.on_success(probe)
+                    resolved = True
+                    result["Endpoint"] = self.name
+                    return result
+
+                outcome = classify(error)
+                self._count_failure(outcome, elapsed)
+                if outcome == THROTTLE:
+                    limiter.on_throttle()
+                elif outcome == BAD_CREDENTIALS:
+                    self._mark_misconfigured(op.name, error)
+                error.attempt_count = attempt + 1
+                error.previous = previous
+                previous = error
+                if outcome not in RETRYABLE or attempt >= max_retries:
+                    break
+                with self._lock:
+                    allowed = self._budget.try_retry()
+                if not allowed:
+                    break
+                delay = backoff_delay(
+                    attempt,
+                    self.config.backoff_base_s,
+                    self.config.backoff_cap_s,
+                    throttled=outcome == THROTTLE,
+                    rng=self._rng,
+                )
+                if deadline is not None and clock.monotonic() + delay >= deadline:
+                    break
+                with self._lock:
+                    self.retries += 1
+                self.events.emit(
+                    RetryScheduled(self.name, op.name, attempt + 1, delay, type(error).__name__),
+                    logging.DEBUG,
+                )
+                clock.sleep(delay)
+                attempt += 1
+                if breaker.admit(allow_probe=False) == REJECT:
+                    # Others opened the breaker while we slept: stop here.
+                    self._finish_leg(outcome, probe)
+                    resolved = True
+                    with self._lock:
+                        self.rejected_open += 1
+                    raise CircuitOpenError(
+                        endpoint=self.name, operation=op.name, retry_after=breaker.retry_after()
+                    ) from error
+
+            assert previous is not None
+            self._finish_leg(classify(previous), probe)
+            resolved = True
+            raise previous
+        finally:
+            if probe and not resolved:
+                breaker.release_probe()
+
+    def _finish_leg(self, outcome: int, probe: bool) -> None:
+        if outcome == FAILURE:
+            self.breaker.on_failure(probe)
+        else:
+            self.breaker.on_neutral(probe)
+
+    def _count_failure(self, outcome: int, elapsed: float) -> None:
+        with self._lock:
+            self.requests += 1
+            self._budget.record_request()
+            self._latency.add(elapsed)
+            if outcome == CLIENT:
+                self.client_errors += 1
+            elif outcome in (ACCESS, BAD_CREDENTIALS):
+                self.access_errors += 1
+            elif outcome == THROTTLE:
+                self.throttles += 1
+            elif outcome in (FAILURE, TRANSIENT):
+                self.endpoint_failures += 1
+
+    def _mark_misconfigured(self, operation: str, error: EndpointError) -> None:
+        with self._lock:
+            first = not self.misconfigured
+            self.misconfigured = True
+        if first:
+            code = getattr(error, "code", type(error).__name__)
+            self.events.emit(EndpointMisconfigured(self.name, operation, code), logging.ERROR)
+
+    def note_leg(self, now_wall: float) -> None:
+        """Count one leg for the guide's ``requests_per_endpoint`` / ``last_used`` views."""
+        with self._lock:
+            self.legs += 1
+            self.last_used = now_wall
+
+    def note_failover(self) -> None:
+        with self._lock:
+            self.failovers_away += 1
+
+    def _execute(self, op: _ops.Op, timeout: float | None) -> dict[str, Any]:
+        deadline = None if timeout is None else self._clock.monotonic() + timeout
+        try:
+            return self.run(op, deadline=deadline)
+        finally:
+            if op.cleanup is not None:
+                op.cleanup()
+
+    # -------------------------------------------------------------- operations
+    def upload_file(
+        self,
+        file_path: str,
+        bucket: str,
+        key: str,
+        extra_args: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Upload a local file (multipart above 8 MiB). Returns Bucket, Key, ETag, Endpoint."""
+        path = check_upload_source(file_path)
+        op = _ops.upload_file(path, check_bucket(bucket), check_key(key), extra_args)
+        return self._execute(op, check_timeout(timeout))
+
+    def download_file(
+        self, bucket: str, key: str, file_path: str, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Download to ``file_path`` atomically: a temp file beside it, renamed when complete."""
+        path = check_download_target(file_path)
+        t = check_timeout(timeout)
+        deadline = None if t is None else self._clock.monotonic() + t
+        op = _ops.download_file(check_bucket(bucket), check_key(key), path, deadline)
+        return self._execute(op, t)
+
+    def list_objects(
+        self,
+        bucket: str,
+        prefix: str | None = None,
+        max_keys: int | None = None,
+        *,
+        delimiter: str | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """ListObjectsV2 with every page merged (``Contents`` always present)."""
+        if prefix is not None and not isinstance(prefix, str):
+            raise InvalidArgument("prefix", f"must be a string or None, got {prefix!r}")
+        op = _ops.list_objects(check_bucket(bucket), prefix, check_max_keys(max_keys), delimiter)
+        return self._execute(op, check_timeout(timeout))
+
+    def delete_object(
+        self, bucket: str, key: str, *, timeout: float | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        op = _ops.delete_object(check_bucket(bucket), check_key(key), extra or None)
+        return self._execute(op, check_timeout(timeout))
+
+    def head_object(
+        self, bucket: str, key: str, *, timeout: float | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        op = _ops.head_object(check_bucket(bucket), check_key(key), extra or None)
+        return self._execute(op, check_timeout(timeout))
+
+    def get_object(
+        self,
+        bucket: str,
+        key: str,
+        range: str | None = None,
+        *,
+        timeout: float | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """GET with the whole body read (as bytes) inside the retry and the concurrency slot."""
+        op = _ops.get_object(check_bucket(bucket), check_key(key), range, extra or None)
+        return self._execute(op, check_timeout(timeout))
+
+    def put_object(
+        self,
+        bucket: str,
+        key: str,
+        body: bytes | str | BinaryIO,
+        extra_args: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        op = _ops.put_object(check_bucket(bucket), check_key(key), body, extra_args)
+        return self._execute(op, check_timeout(timeout))
+
+    def copy_object(
+        self,
+        bucket: str,
+        key: str,
+        source_bucket: str,
+        source_key: str,
+        extra_args: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        op = _ops.copy_object(
+            check_bucket(bucket),
+            check_key(key),
+            check_bucket(source_bucket),
+            check_key(source_key, "source_key"),
+            extra_args,
+        )
+        return self._execute(op, check_timeout(timeout))
+
+    def create_bucket(self, bucket: str, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._execute(_ops.create_bucket(check_bucket(bucket)), check_timeout(timeout))
+
+    def delete_bucket(self, bucket: str, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._execute(_ops.delete_bucket(check_bucket(bucket)), check_timeout(timeout))
+
+    def list_buckets(self, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._execute(_ops.list_buckets(), check_timeout(timeout))
+
+    def create_presigned_url(
+        self, bucket: str, key: str, expiration: int = 3600, *, method: str = "GET"
+    ) -> str:
+        """A SigV4 presigned URL, signed locally (no network call, no breaker)."""
+        bucket = check_bucket(bucket)
+        key = check_key(key)
+        expiration = check_expiration(expiration)
+        if method not in ("GET", "PUT", "HEAD"):
+            raise InvalidArgument("method", "must be 'GET', 'PUT' or 'HEAD'")
+        return self.transport.presign(self.config.physical_bucket(bucket), key, expiration, method)
+
+    # -------------------------------------------------------------- monitoring
+    def stats(self) -> EndpointStats:
+        with self._lock:
+            p50, p95, p99 = self._latency.percentiles(0.5, 0.95, 0.99)
+            return EndpointStats(
+                name=self.name,
+                url=self.url,
+                state=self.breaker.state,
+                requests=self.requests,
+                in_flight=self.limiter.in_flight,
+                successes=self.successes,
+                client_errors=self.client_errors,
+                access_errors=self.access_errors,
+                throttles=self.throttles,
+                endpoint_failures=self.endpoint_failures,
+                retries=self.retries,
+                failovers_away=self.failovers_away,
+                rejected_open=self.rejected_open,
+                saturated=self.saturated,
+                concurrency_limit=self.limiter.limit,
+                max_concurrent=self.config.max_concurrent,
+                misconfigured=self.misconfigured,
+                latency_ewma_ms=self._latency.ewma * 1000.0,
+                p50_ms=p50 * 1000.0,
+                p95_ms=p95 * 1000.0,
+                p99_ms=p99 * 1000.0,
+            )
+
+    @property
+    def latency_ewma(self) -> float:
+        """Seconds; 0 before the first answer."""
+        return self._latency.ewma
+
+    def close(self) -> None:
+        """Release the connection pools. Further calls raise ConfigError."""
+        self.closed = True
+        self.transport.close()

@@ -1,0 +1,238 @@
+"""Operations as values: what one attempt does on one endpoint.
+
+A handler and the multiplexer build the same :class:`Op` and hand it to an endpoint's retry
+loop, so an operation's meaning (bucket mapping, result shape, download safety) is written once.
+An attempt is ``op.attempt(endpoint, timeout)``; it returns the result dict without ``Endpoint``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from ._errors import ConnectionFailed
+from ._transport import DownloadState
+
+if TYPE_CHECKING:
+    from ._endpoint import Endpoint
+
+__all__ = ["ADMIN", "DELETE", "READ", "WRITE", "Op"]
+
+READ = "read"
+WRITE = "write"
+DELETE = "delete"  # not failed over outside a replica set (a 204 for a missing key hides loss)
+ADMIN = "admin"
+
+Attempt = Callable[["Endpoint", "float | None"], dict[str, Any]]
+
+_PLAIN_MD5 = re.compile(r'^"?[0-9a-fA-F]{32}"?$')
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    attempt: Attempt
+    kind: str
+    bucket: str | None = None
+    key: str | None = None
+    cleanup: Callable[[], None] | None = None
+
+
+def head_object(bucket: str, key: str, extra: Mapping[str, Any] | None = None) -> Op:
+    def attempt(ep: Endpoint, timeout: float | None) -> dict[str, Any]:
+        return ep.transport.head_object(ep.config.physical_bucket(bucket), key, extra, timeout)
+
+    return Op("head_object", attempt, READ, bucket, key)
+
+
+def get_object(
+    bucket: str, key: str, range: str | None = None, extra: Mapping[str, Any] | None = None
+) -> Op:
+    def attempt(ep: Endpoint, timeout: float | None) -> dict[str, Any]:
+        phys = ep.config.physical_bucket(bucket)
+        return ep.transport.get_object(phys, key, range, extra, timeout)
+
+    return Op("get_object", attempt, READ, bucket, key)
+
+
+def put_object(
+    bucket: str, key: str, body: bytes | BinaryIO, extra: Mapping[str, Any] | None = None
+) -> Op:
+    start = body.tell() if not isinstance(body, (bytes, bytearray, memoryview)) else 0
+
+    def attempt(ep: Endpoint, timeout: float | None) -> dict[str, Any]:
+        if not isinstance(body, (bytes, bytearray, memoryview)):
+            body.seek(start)  # a retry resends the same bytes
+        resp = ep.transport.put_object(ep.config.physical_bucket(bucket), key, body, extra, timeout)
+        return {**resp, "Bucket": bucket, "Key": key}
+
+    return Op("put_object", attempt, WRITE, bucket, key)
+
+
+def delete_object(bucket: str, key: str, extra: Mapping[str, Any] | None = None) -> Op:
+    def attempt(ep: Endpoint, timeout: float | None) -> dict[str, Any]:
+        resp = ep.transport.delete_object(ep.config.physical_bucket(bucket), key, extra, timeout)
+        return {**resp, "Bucket": bucket, "Key": key}
+
+    return Op("delete_object", attempt, DELETE, bucket, key)
+
+
+def copy_object(
+    bucket: str,
+    key: str,
+    source_bucket: str,
+    source_key: str,
+    extra: Mapping[str, Any] | None = None,
+) -> Op:
+    def attempt(ep: Endpoint, timeout: float | None) -> dict[str, Any]:
+        cfg = ep.config
+        resp = ep.transport.copy_object(
+            cfg.physical_bucket(bucket),
+            key,
+            cfg.physical_bucket(source_bucket),
+            source_key,
+            extra,
+            timeout,
+        )
+        result = {**resp, "Bucket": bucket, "Key": key}
+        etag = (resp.get("CopyObjectResult") or {}).get("ETag")
+        if etag and "ETag" not in result:
+            result["ETag"] = etag
+        return result
+
+    return Op("copy_object", attempt, DELETE, bucket, key)
+
+
+def list_objects(
+    bucket: str, prefix: str | None, max_keys: int | None, delimiter: str | None
+) -> Op:
+    def attempt(ep: Endpoint, timeout: float | None) -> dict[str, Any]:
+        resp = ep.transport.list_objects(
+            ep.config.physical_bucket(bucket), prefix, max_keys, delimiter, timeout
+        )
+        resp["Name"] = bucket
+        return resp
+
+    return Op("list_objects", attempt, READ, bucket)
+
+
+def upload_file(
+    file_path: str, bucket: str, key: str, extra: Mapping[str, Any] | None = None
+) -> Op:
+    def attempt(ep: Endpoint, timeout: float | None) -> dict[str, Any]:
+        phys = ep.config.physical_bucket(bucket)
+        resp = ep.transport.upload_file(file_path, phys, key, extra, timeout)
+        return {**resp, "Bucket": bucket, "Key": key}
+
+    return Op("upload_file", attempt, WRITE, bucket, key)
+
+
+def create_bucket(bucket: str) -> Op:
+    def attempt(ep: Endpoint, timeout: float | None) -> dict[str, Any]:
+        return ep.transport.create_bucket(ep.config.physical_bucket(bucket), timeout)
+
+    return Op("create_bucket", attempt, ADMIN, bucket)
+
+
+def delete_bucket(bucket: str) -> Op:
+    def attempt(ep: Endpoint, timeout: float | None) -> dict[str, Any]:
+        return ep.transport.delete_bucket(ep.config.physical_bucket(bucket), timeout)
+
+    return Op("delete_bucket", attempt, ADMIN, bucket)
+
+
+def list_buckets() -> Op:
+    def attempt(ep: Endpoint, timeout: float | None) -> dict[str, Any]:
+        return ep.transport.list_buckets(timeout)
+
+    return Op("list_buckets", attempt, READ)
+
+
+class _Download:
+    """One download: a temp file beside the target, renamed into place only when complete.
+
+    Attempts on the same endpoint resume with a Range request from the bytes already received
+    (pinned to the first answer's ETag); a new endpoint starts over, since another store may hold
+    another version. On failure the target keeps its old content.
+    """
+
+    def __init__(self, bucket: str, key: str, path: str, deadline: float | None) -> None:
+        self.bucket = bucket
+        self.key = key
+        self.path = path
+        self.deadline = deadline
+        self.dir = os.path.dirname(os.path.abspath(path))
+        self.tmp: str | None = None
+        self.fh: BinaryIO | None = None
+        self.state = DownloadState(deadline=deadline)
+        self.endpoint: object = None
+
+    def _fresh(self, ep: object) -> BinaryIO:
+        self.cleanup()
+        name = os.path.join(
+            self.dir, f".{os.path.basename(self.path)}.s3kit-{secrets.token_hex(4)}"
+        )
+        # os.open with 0o666 lets the umask decide the mode, like a plain open() would.
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        self.tmp = name
+        self.fh = os.fdopen(fd, "wb")
+        self.state = DownloadState(deadline=self.deadline)
+        self.endpoint = ep
+        return self.fh
+
+    def attempt(self, ep: Endpoint, timeout: float | None) -> dict[str, Any]:
+        fh = self.fh if (self.endpoint is ep and self.fh is not None) else self._fresh(ep)
+        state = self.state
+        ep.transport.download_into(
+            ep.config.physical_bucket(self.bucket), self.key, fh, state, timeout
+        )
+        total = state.total
+        if total is not None and state.offset != total:
+            raise ConnectionFailed(
+                f"short body from {ep.name}: {state.offset} of {total} bytes",
+                endpoint=ep.name,
+                operation="download_file",
+            )
+        etag = state.etag or ""
+        resp = state.response
+        encrypted = resp.get("ServerSideEncryption") == "aws:kms" or "SSECustomerAlgorithm" in resp
+        if _PLAIN_MD5.match(etag) and not encrypted and state.md5.hexdigest() != etag.strip('"'):
+            self._fresh(ep)  # the bytes are wrong: a retry must start from zero
+            raise ConnectionFailed(
+                f"MD5 mismatch downloading from {ep.name}",
+                endpoint=ep.name,
+                operation="download_file",
+            )
+        fh.flush()
+        os.fsync(fh.fileno())
+        fh.close()
+        self.fh = None
+        assert self.tmp is not None
+        os.replace(self.tmp, self.path)
+        self.tmp = None
+        return {
+            "Bucket": self.bucket,
+            "Key": self.key,
+            "Path": self.path,
+            "ContentLength": state.offset,
+            "ETag": state.etag,
+        }
+
+    def cleanup(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+        if self.tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp)
+            self.tmp = None
+
+
+def download_file(bucket: str, key: str, file_path: str, deadline: float | None = None) -> Op:
+    dl = _Download(bucket, key, file_path, deadline)
+    return Op("download_file", dl.attempt, READ, bucket, key, cleanup=dl.cleanup)

@@ -1,0 +1,124 @@
+"""The Transport seam: how the endpoint core talks to one S3 server.
+
+The core (breaker, retry, limiter, routing) never imports boto3; it calls a :class:`Transport`.
+Each implementation maps its own exceptions into s3kit's tree at this boundary, once, so the core
+classifies outcomes the same way whatever library carried the request.
+
+Every method takes the *physical* bucket name and an optional ``timeout``: a shorter read
+timeout for calls under a deadline (``None`` means the endpoint's configured timeouts).
+Results are plain dicts in boto3's shapes, without ``"Endpoint"`` (the core adds it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Protocol
+
+from .._config import EndpointConfig
+
+__all__ = ["DownloadState", "Transport", "make_transport"]
+
+
+@dataclass
+class DownloadState:
+    """Progress of one download across attempts, so a retry resumes with a Range request."""
+
+    offset: int = 0
+    etag: str | None = None
+    total: int | None = None
+    md5: Any = field(default_factory=hashlib.md5)
+    response: dict[str, Any] = field(default_factory=dict)
+    deadline: float | None = None  # monotonic time; checked between body chunks
+
+    def restart(self) -> None:
+        """Forget the progress (the object changed, or the bytes were bad)."""
+        self.offset = 0
+        self.etag = None
+        self.total = None
+        self.md5 = hashlib.md5()
+        self.response = {}
+
+
+class Transport(Protocol):
+    name: str
+
+    def head_object(
+        self, bucket: str, key: str, extra: Mapping[str, Any] | None, timeout: float | None
+    ) -> dict[str, Any]: ...
+
+    def get_object(
+        self,
+        bucket: str,
+        key: str,
+        range: str | None,
+        extra: Mapping[str, Any] | None,
+        timeout: float | None,
+    ) -> dict[str, Any]: ...
+
+    def put_object(
+        self,
+        bucket: str,
+        key: str,
+        body: bytes | BinaryIO,
+        extra: Mapping[str, Any] | None,
+        timeout: float | None,
+    ) -> dict[str, Any]: ...
+
+    def delete_object(
+        self, bucket: str, key: str, extra: Mapping[str, Any] | None, timeout: float | None
+    ) -> dict[str, Any]: ...
+
+    def copy_object(
+        self,
+        bucket: str,
+        key: str,
+        source_bucket: str,
+        source_key: str,
+        extra: Mapping[str, Any] | None,
+        timeout: float | None,
+    ) -> dict[str, Any]: ...
+
+    def list_objects(
+        self,
+        bucket: str,
+        prefix: str | None,
+        max_keys: int | None,
+        delimiter: str | None,
+        timeout: float | None,
+    ) -> dict[str, Any]: ...
+
+    def upload_file(
+        self,
+        file_path: str,
+        bucket: str,
+        key: str,
+        extra: Mapping[str, Any] | None,
+        timeout: float | None,
+    ) -> dict[str, Any]: ...
+
+    def download_into(
+        self, bucket: str, key: str, fileobj: BinaryIO, state: DownloadState, timeout: float | None
+    ) -> None: ...
+
+    def presign(self, bucket: str, key: str, expiration: int, method: str) -> str: ...
+
+    def create_bucket(self, bucket: str, timeout: float | None) -> dict[str, Any]: ...
+
+    def delete_bucket(self, bucket: str, timeout: float | None) -> dict[str, Any]: ...
+
+    def list_buckets(self, timeout: float | None) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+def make_transport(config: EndpointConfig) -> Transport:
+    """The transport named by ``config.transport``."""
+    if config.transport == "boto3":
+        from ._boto3 import Boto3Transport
+
+        return Boto3Transport(config)
+    from .._errors import ConfigError
+
+    raise ConfigError(f"unknown transport {config.transport!r}")

@@ -1,0 +1,514 @@
+"""The boto3 transport: one botocore client per endpoint, shared by every thread.
+
+botocore's defaults are wrong for a library that owns retries and failover, so every one that
+matters is set here explicitly:
+
+- ``retries={"total_max_attempts": 1}``: botocore's hidden retries would multiply attempts under
+  s3kit's own retry policy and hide failures from the breaker.
+- ``connect_timeout`` 2 s / ``read_timeout`` 15 s instead of 60 s / 60 s: a stalled server must
+  cost seconds, not minutes. Calls under a deadline use a client with a shorter read timeout
+  (cached per rounded value, so the call without ``timeout=`` pays nothing).
+- ``max_pool_connections`` ≥ ``max_concurrent`` × the transfer concurrency, so threads never
+  queue on urllib3's pool behind s3kit's own limiter.
+- For non-AWS endpoints: path-style addressing, checksums only when required (botocore ≥ 1.36
+  sends CRC checksums that older servers reject), and no ``Expect: 100-continue`` (a server that
+  answers a rejected PUT early and keeps the connection would poison the next request on it).
+- Transfers use ``s3transfer.TransferManager`` directly, so the CRT client with its own retries
+  is never switched in.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import botocore.handlers
+from s3transfer.manager import TransferConfig, TransferManager
+
+from .._config import EndpointConfig
+from .._errors import (
+    AccessDenied,
+    ConfigError,
+    ConnectionFailed,
+    ConnectTimeout,
+    EndpointError,
+    InvalidArgument,
+    NotFound,
+    PreconditionFailed,
+    ReadTimeout,
+    ServiceError,
+    Throttled,
+)
+from .._outcome import BAD_CREDENTIAL_CODES
+from . import DownloadState
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+else:
+    S3Client = Any
+
+__all__ = ["Boto3Transport", "map_boto_error"]
+
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+TRANSFER_CONCURRENCY = 8
+CHUNK = 1024 * 1024
+
+_NUMERIC_CODES = {
+    "304": "NotModified",
+    "400": "BadRequest",
+    "403": "AccessDenied",
+    "404": "NotFound",
+    "405": "MethodNotAllowed",
+    "409": "Conflict",
+    "412": "PreconditionFailed",
+    "416": "InvalidRange",
+    "429": "TooManyRequests",
+    "500": "InternalError",
+    "501": "NotImplemented",
+    "502": "BadGateway",
+    "503": "ServiceUnavailable",
+    "504": "GatewayTimeout",
+}
+_NOT_FOUND_CODES = frozenset(
+    {"NoSuchKey", "NoSuchBucket", "NotFound", "NoSuchUpload", "NoSuchVersion"}
+)
+_THROTTLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+        "RequestThrottled",
+        "ServiceUnavailable",
+    }
+)
+
+
+def map_boto_error(exc: BaseException, endpoint: str, operation: str) -> Exception:
+    """Map a botocore/urllib3 exception to s3kit's tree (returned, for ``raise … from exc``)."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return _map_client_error(exc, endpoint, operation)
+    text = f"{type(exc).__name__} from {endpoint} during {operation}: {exc}"
+    if isinstance(exc, botocore.exceptions.ConnectTimeoutError):
+        return ConnectTimeout(text, endpoint=endpoint, operation=operation)
+    if isinstance(exc, botocore.exceptions.ReadTimeoutError):
+        return ReadTimeout(text, endpoint=endpoint, operation=operation)
+    if isinstance(
+        exc,
+        (
+            botocore.exceptions.EndpointConnectionError,
+            botocore.exceptions.ConnectionClosedError,
+            botocore.exceptions.HTTPClientError,
+            botocore.exceptions.ResponseStreamingError,
+            botocore.exceptions.IncompleteReadError,
+            ConnectionError,
+            TimeoutError,
+        ),
+    ):
+        return ConnectionFailed(text, endpoint=endpoint, operation=operation)
+    if isinstance(
+        exc, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError)
+    ):
+        return AccessDenied(
+            code="NoCredentials",
+            status=0,
+            message="no credentials found for this endpoint",
+            endpoint=endpoint,
+            operation=operation,
+        )
+    if isinstance(exc, botocore.exceptions.ParamValidationError):
+        return InvalidArgument("parameters", str(exc))
+    if isinstance(exc, botocore.exceptions.ProfileNotFound):
+        return ConfigError(f"endpoint {endpoint}: {exc}")
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+        return ConnectionFailed(text, endpoint=endpoint, operation=operation)
+    return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+
+
+def _map_client_error(
+    exc: botocore.exceptions.ClientError, endpoint: str, operation: str
+) -> ServiceError:
+    response: Mapping[str, Any] = exc.response
+    error = response.get("Error") or {}
+    meta = response.get("ResponseMetadata") or {}
+    headers = meta.get("HTTPHeaders") or {}
+    raw_code = str(error.get("Code") or "")
+    status = int(meta.get("HTTPStatusCode") or (raw_code if raw_code.isdigit() else 0))
+    code = _NUMERIC_CODES.get(raw_code, raw_code) or _NUMERIC_CODES.get(str(status), "Unknown")
+    html = "html" in str(headers.get("content-type", "")).lower()
+    kwargs: dict[str, Any] = {
+        "code": code,
+        "status": status,
+        "message": str(error.get("Message") or ""),
+        "endpoint": endpoint,
+        "operation": operation,
+        "request_id": meta.get("RequestId") or headers.get("x-amz-request-id"),
+    }
+    cls: type[ServiceError]
+    if status == 404 or code in _NOT_FOUND_CODES:
+        cls = NotFound
+    elif status == 403 or code in BAD_CREDENTIAL_CODES or code == "AccessDenied":
+        cls = AccessDenied
+    elif status == 429 or (code in _THROTTLE_CODES and not html):
+        # A 503 with an HTML body is a proxy or load balancer in trouble, not S3 asking us to
+        # slow down: it stays a plain ServiceError and counts as an endpoint failure.
+        cls = Throttled
+    elif status == 412 or code == "PreconditionFailed":
+        cls = PreconditionFailed
+    else:
+        cls = ServiceError
+    return cls(**kwargs)
+
+
+def _strip(resp: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resp.items() if k != "Body"}
+
+
+class Boto3Transport:
+    name = "boto3"
+
+    def __init__(self, config: EndpointConfig) -> None:
+        self._cfg = config
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._clients: dict[float | None, S3Client] = {}
+        self._session: boto3.session.Session | None = None
+        self._transfer: TransferManager | None = None
+        self._completed: dict[tuple[str, str], dict[str, Any]] = {}
+
+    # ---------------------------------------------------------------- clients
+    def _client(self, timeout: float | None = None) -> S3Client:
+        if self._pid == os.getpid():
+            client = self._clients.get(timeout)
+            if client is not None:
+                return client
+        return self._make_client(timeout)
+
+    def _make_client(self, timeout: float | None) -> S3Client:
+        with self._lock:
+            if self._pid != os.getpid():
+                # A forked child must not share the parent's sockets: build everything anew.
+                self._pid = os.getpid()
+                self._clients = {}
+                self._session = None
+                self._transfer = None
+            cached = self._clients.get(timeout)
+            if cached is not None:
+                return cached
+            cfg = self._cfg
+            if self._session is None:
+                try:
+                    self._session = boto3.session.Session(
+                        aws_access_key_id=cfg.access_key,
+                        aws_secret_access_key=cfg.secret_key,
+                        aws_session_token=cfg.session_token,
+                        profile_name=cfg.profile,
+                    )
+                except botocore.exceptions.ProfileNotFound:
+                    raise ConfigError(
+                        f"endpoint {cfg.name}: AWS profile {cfg.profile!r} not found"
+                    ) from None
+            read_timeout = cfg.read_timeout if timeout is None else timeout
+            extra: dict[str, Any] = {}
+            if not cfg.is_aws:
+                extra["request_checksum_calculation"] = "when_required"
+                extra["response_checksum_validation"] = "when_required"
+            botocfg = botocore.config.Config(
+                region_name=cfg.region,
+                signature_version="s3v4",
+                s3={"addressing_style": cfg.addressing_style},  # type: ignore[arg-type]
+                retries={"total_max_attempts": 1, "mode": "standard"},
+                connect_timeout=min(cfg.connect_timeout, read_timeout),
+                read_timeout=read_timeout,
+                max_pool_connections=max(10, cfg.max_concurrent * TRANSFER_CONCURRENCY),
+                tcp_keepalive=True,
+                user_agent_extra="s3kit",
+                **extra,
+            )
+            client: S3Client = self._session.client(
+                "s3", endpoint_url=cfg.endpoint_url, config=botocfg, verify=cfg.verify
+            )
+            events = client.meta.events
+            if not cfg.is_aws:
+                events.unregister("before-call.s3", botocore.handlers.add_expect_header)
+            events.register("before-parameter-build.s3.CompleteMultipartUpload", _remember_target)
+            events.register("after-call.s3.CompleteMultipartUpload", self._capture_complete)
+            self._clients[timeout] = client
+            return client
+
+    def client(self) -> S3Client:
+        """The shared client (the escape hatch exposed as ``handler.client``)."""
+        return self._client(None)
+
+    def _client_for(self, timeout: float | None) -> S3Client:
+        if timeout is None or timeout >= self._cfg.read_timeout:
+            return self._client(None)
+        # Round up to 0.25 s so deadline calls share a handful of cached clients.
+        return self._client(max(0.25, math.ceil(timeout * 4) / 4))
+
+    def _capture_complete(self, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        target = context.get("s3kit_target")
+        if target is not None and "ETag" in parsed:
+            with self._lock:
+                self._completed[target] = _strip(parsed)
+
+    def _manager(self) -> TransferManager:
+        client = self._client(None)  # rebuilds everything after a fork
+        with self._lock:
+            if self._transfer is None:
+                self._transfer = TransferManager(
+                    client,
+                    TransferConfig(
+                        multipart_threshold=MULTIPART_THRESHOLD,
+                        multipart_chunksize=MULTIPART_THRESHOLD,
+                        max_request_concurrency=TRANSFER_CONCURRENCY,
+                        num_download_attempts=1,  # s3kit owns retries
+                    ),
+                )
+            return self._transfer
+
+    # ------------------------------------------------------------- operations
+    def _call(self, operation: str, fn: Any, **params: Any) -> dict[str, Any]:
+        try:
+            return fn(**params)  # type: ignore[no-any-return]
+        except EndpointError:
+            raise
+        except Exception as exc:
+            raise map_boto_error(exc, self._cfg.name, operation) from exc
+
+    def head_object(
+        self, bucket: str, key: str, extra: Mapping[str, Any] | None, timeout: float | None
+    ) -> dict[str, Any]:
+        client = self._client_for(timeout)
+        return self._call(
+            "head_object", client.head_object, Bucket=bucket, Key=key, **(extra or {})
+        )
+
+    def get_object(
+        self,
+        bucket: str,
+        key: str,
+        range: str | None,
+        extra: Mapping[str, Any] | None,
+        timeout: float | None,
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = dict(extra or {})
+        if range is not None:
+            params["Range"] = range
+        client = self._client_for(timeout)
+        try:
+            resp = client.get_object(Bucket=bucket, Key=key, **params)
+            body = resp["Body"]
+            try:
+                data = body.read()  # verifies Content-Length: a cut body raises
+            finally:
+                body.close()
+        except EndpointError:
+            raise
+        except Exception as exc:
+            raise map_boto_error(exc, self._cfg.name, "get_object") from exc
+        result = _strip(resp)
+        result["Body"] = data
+        return result
+
+    def put_object(
+        self,
+        bucket: str,
+        key: str,
+        body: bytes | BinaryIO,
+        extra: Mapping[str, Any] | None,
+        timeout: float | None,
+    ) -> dict[str, Any]:
+        client = self._client_for(timeout)
+        return self._call(
+            "put_object", client.put_object, Bucket=bucket, Key=key, Body=body, **(extra or {})
+        )
+
+    def delete_object(
+        self, bucket: str, key: str, extra: Mapping[str, Any] | None, timeout: float | None
+    ) -> dict[str, Any]:
+        client = self._client_for(timeout)
+        return self._call(
+            "delete_object", client.delete_object, Bucket=bucket, Key=key, **(extra or {})
+        )
+
+    def copy_object(
+        self,
+        bucket: str,
+        key: str,
+        source_bucket: str,
+        source_key: str,
+        extra: Mapping[str, Any] | None,
+        timeout: float | None,
+    ) -> dict[str, Any]:
+        # A server-side copy of a large object legitimately takes long before answering.
+        long_timeout = self._cfg.long_op_timeout if timeout is None else timeout
+        client = self._client(long_timeout)
+        return self._call(
+            "copy_object",
+            client.copy_object,
+            Bucket=bucket,
+            Key=key,
+            CopySource={"Bucket": source_bucket, "Key": source_key},
+            **(extra or {}),
+        )
+
+    def list_objects(
+        self,
+        bucket: str,
+        prefix: str | None,
+        max_keys: int | None,
+        delimiter: str | None,
+        timeout: float | None,
+    ) -> dict[str, Any]:
+        client = self._client_for(timeout)
+        params: dict[str, Any] = {"Bucket": bucket}
+        if prefix:
+            params["Prefix"] = prefix
+        if delimiter:
+            params["Delimiter"] = delimiter
+        contents: list[dict[str, Any]] = []
+        prefixes: list[dict[str, Any]] = []
+        truncated = False
+        page: dict[str, Any] = {}
+        while True:
+            if max_keys is not None:
+                params["MaxKeys"] = min(1000, max_keys - len(contents) - len(prefixes))
+            page = self._call("list_objects", client.list_objects_v2, **params)
+            contents.extend(page.get("Contents") or [])
+            prefixes.extend(page.get("CommonPrefixes") or [])
+            if not page.get("IsTruncated"):
+                break
+            if max_keys is not None and len(contents) + len(prefixes) >= max_keys:
+                truncated = True
+                break
+            params["ContinuationToken"] = page["NextContinuationToken"]
+        result = {
+            k: v
+            for k, v in page.items()
+            if k not in ("ContinuationToken", "NextContinuationToken", "StartAfter")
+        }
+        result["Contents"] = contents
+        if delimiter:
+            result["CommonPrefixes"] = prefixes
+        result["KeyCount"] = len(contents) + len(prefixes)
+        result["IsTruncated"] = truncated
+        result["Prefix"] = prefix or ""
+        if max_keys is not None:
+            result["MaxKeys"] = max_keys
+        return result
+
+    def upload_file(
+        self,
+        file_path: str,
+        bucket: str,
+        key: str,
+        extra: Mapping[str, Any] | None,
+        timeout: float | None,
+    ) -> dict[str, Any]:
+        size = os.path.getsize(file_path)
+        if size < MULTIPART_THRESHOLD:
+            # Below the threshold send PutObject ourselves: s3transfer drops its response, and
+            # with it the ETag the caller needs.
+            with open(file_path, "rb") as fh:
+                return self.put_object(bucket, key, fh, extra, timeout)
+        manager = self._manager()
+        try:
+            future = manager.upload(file_path, bucket, key, extra_args=dict(extra or {}))
+            future.result()
+        except EndpointError:
+            raise
+        except Exception as exc:
+            raise map_boto_error(exc, self._cfg.name, "upload_file") from exc
+        with self._lock:
+            completed = self._completed.pop((bucket, key), {})
+        return completed
+
+    def download_into(
+        self, bucket: str, key: str, fileobj: BinaryIO, state: DownloadState, timeout: float | None
+    ) -> None:
+        client = self._client_for(timeout)
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if state.offset:
+            params["Range"] = f"bytes={state.offset}-"
+            if state.etag:
+                # Never stitch two versions of the object together.
+                params["IfMatch"] = state.etag
+        deadline = state.deadline
+        try:
+            try:
+                resp = client.get_object(**params)
+            except botocore.exceptions.ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if state.offset and status == 412:
+                    # The object changed since the first attempt: start over from byte 0.
+                    fileobj.seek(0)
+                    fileobj.truncate()
+                    state.restart()
+                    resp = client.get_object(Bucket=bucket, Key=key)
+                else:
+                    raise
+            if not state.offset:
+                state.etag = resp.get("ETag")
+                state.total = resp.get("ContentLength")
+                state.response = _strip(resp)
+            body = resp["Body"]
+            try:
+                for chunk in body.iter_chunks(CHUNK):
+                    fileobj.write(chunk)
+                    state.md5.update(chunk)
+                    state.offset += len(chunk)
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise ReadTimeout(
+                            f"deadline passed while downloading from {self._cfg.name}",
+                            endpoint=self._cfg.name,
+                            operation="download_file",
+                        )
+            finally:
+                body.close()
+        except EndpointError:
+            raise
+        except Exception as exc:
+            raise map_boto_error(exc, self._cfg.name, "download_file") from exc
+
+    def presign(self, bucket: str, key: str, expiration: int, method: str) -> str:
+        client_method = {"GET": "get_object", "PUT": "put_object", "HEAD": "head_object"}[method]
+        try:
+            return self._client(None).generate_presigned_url(
+                client_method, Params={"Bucket": bucket, "Key": key}, ExpiresIn=expiration
+            )
+        except Exception as exc:
+            raise map_boto_error(exc, self._cfg.name, "create_presigned_url") from exc
+
+    def create_bucket(self, bucket: str, timeout: float | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"Bucket": bucket}
+        if self._cfg.region != "us-east-1":
+            params["CreateBucketConfiguration"] = {"LocationConstraint": self._cfg.region}
+        return self._call("create_bucket", self._client_for(timeout).create_bucket, **params)
+
+    def delete_bucket(self, bucket: str, timeout: float | None) -> dict[str, Any]:
+        return self._call("delete_bucket", self._client_for(timeout).delete_bucket, Bucket=bucket)
+
+    def list_buckets(self, timeout: float | None) -> dict[str, Any]:
+        return self._call("list_buckets", self._client_for(timeout).list_buckets)
+
+    def close(self) -> None:
+        with self._lock:
+            transfer, self._transfer = self._transfer, None
+            clients, self._clients = list(self._clients.values()), {}
+        if transfer is not None:
+            transfer.shutdown()
+        for client in clients:
+            client.close()
+
+
+def _remember_target(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    context["s3kit_target"] = (params.get("Bucket"), params.get("Key"))

@@ -1,0 +1,89 @@
+"""Argument checks made before anything is sent (contract §6). Each raises InvalidArgument."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from ._errors import InvalidArgument
+
+__all__ = [
+    "check_bucket",
+    "check_download_target",
+    "check_expiration",
+    "check_key",
+    "check_max_keys",
+    "check_timeout",
+    "check_upload_source",
+]
+
+MAX_KEY_BYTES = 1024
+MAX_EXPIRATION = 604800  # SigV4 presigned URLs live at most 7 days
+
+
+def check_bucket(bucket: Any) -> str:
+    if not isinstance(bucket, str) or not bucket:
+        raise InvalidArgument("bucket", f"must be a non-empty string, got {bucket!r}")
+    return bucket
+
+
+def check_key(key: Any, argument: str = "key") -> str:
+    if not isinstance(key, str) or not key:
+        raise InvalidArgument(argument, f"must be a non-empty string, got {key!r}")
+    if len(key) > MAX_KEY_BYTES // 4 and len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InvalidArgument(argument, f"is longer than {MAX_KEY_BYTES} bytes in UTF-8")
+    return key
+
+
+def check_timeout(timeout: Any, argument: str = "timeout") -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise InvalidArgument(argument, f"must be a number of seconds, got {timeout!r}")
+    if not timeout > 0 or not math.isfinite(timeout):
+        raise InvalidArgument(argument, f"must be > 0 seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def check_expiration(expiration: Any) -> int:
+    if isinstance(expiration, bool) or not isinstance(expiration, int):
+        raise InvalidArgument("expiration", f"must be an integer of seconds, got {expiration!r}")
+    if not 1 <= expiration <= MAX_EXPIRATION:
+        raise InvalidArgument("expiration", f"must be between 1 and {MAX_EXPIRATION} seconds")
+    return expiration
+
+
+def check_max_keys(max_keys: Any) -> int | None:
+    if max_keys is None:
+        return None
+    if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+        raise InvalidArgument("max_keys", f"must be a positive integer, got {max_keys!r}")
+    return max_keys
+
+
+def check_upload_source(file_path: Any) -> str:
+    if not isinstance(file_path, (str, os.PathLike)) or not os.fspath(file_path):
+        raise InvalidArgument("file_path", f"must be a path, got {file_path!r}")
+    path = os.fspath(file_path)
+    if not isinstance(path, str):
+        raise InvalidArgument("file_path", "must be a str path")
+    if os.path.isdir(path):
+        raise InvalidArgument("file_path", f"{path!r} is a directory")
+    if not os.path.isfile(path):
+        raise InvalidArgument("file_path", f"{path!r} does not exist")
+    return path
+
+
+def check_download_target(file_path: Any) -> str:
+    if not isinstance(file_path, (str, os.PathLike)) or not os.fspath(file_path):
+        raise InvalidArgument("file_path", f"must be a path, got {file_path!r}")
+    path = os.fspath(file_path)
+    if not isinstance(path, str):
+        raise InvalidArgument("file_path", "must be a str path")
+    if os.path.isdir(path):
+        raise InvalidArgument("file_path", f"{path!r} is a directory")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise InvalidArgument("file_path", f"directory {directory!r} does not exist")
+    return path
