@@ -6,7 +6,7 @@ circuit breaker; a multiplexer routes, fails over, replicates and reports.
 
 from __future__ import annotations
 
-from ._compat import S3Kit, s3_kit
+from ._compat import S3EndpointMultiplexer, S3Kit, s3_kit
 from ._config import EndpointConfig
 from ._endpoint import Endpoint
 from ._errors import (
@@ -35,11 +35,14 @@ from ._events import (
     FailedOver,
     RetryScheduled,
 )
+from ._mux import Multiplexer
+from ._routing import STRATEGIES, Router
 from ._stats import EndpointStats
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "STRATEGIES",
     "AccessDenied",
     "BreakerStateChanged",
     "CircuitOpenError",
@@ -56,11 +59,14 @@ __all__ = [
     "Event",
     "FailedOver",
     "InvalidArgument",
+    "Multiplexer",
     "NoHealthyEndpoint",
     "NotFound",
     "PreconditionFailed",
     "ReadTimeout",
     "RetryScheduled",
+    "Router",
+    "S3EndpointMultiplexer",
     "S3Kit",
     "S3KitError",
     "ServiceError",

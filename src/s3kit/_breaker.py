@@ -163,6 +163,37 @@ class CircuitBreaker:
         if fire:
             self._fire(*fire)
 
+    def record_health(self, ok: bool) -> None:
+        """A background health probe's verdict.
+
+        A good probe closes a breaker whose open interval has passed (it stands in for the
+        half-open probe); a failed one counts like a failed leg while closed, and re-opens a
+        half-open breaker with a longer interval. An open breaker inside its interval is left
+        alone either way.
+        """
+        fire = None
+        with self._lock:
+            now = self._clock.monotonic()
+            due = self._state is not CLOSED and now >= self._open_until
+            if ok:
+                if self._state is CLOSED:
+                    self._failures = 0
+                elif due and not self._probe_in_flight:
+                    old = self._state
+                    self._state = CLOSED
+                    self._open_s = self._base_open_s
+                    self.transitions += 1
+                    fire = (old, CLOSED, 0.0)
+            elif self._state is CLOSED:
+                self._failures += 1
+                if self._failures >= self.threshold:
+                    fire = self._open(now)
+            elif due and not self._probe_in_flight:
+                self._open_s = min(self._open_s * 2, self._max_open_s)
+                fire = self._open(now)
+        if fire:
+            self._fire(*fire)
+
     def release_probe(self) -> None:
         """The probe was admitted but nothing was sent (no slot, deadline): let another probe go."""
         with self._lock:

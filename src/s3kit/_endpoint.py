@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -259,6 +260,9 @@ class Endpoint:
                         self._latency.add(elapsed)
                         self._budget.record_request()
                         self.misconfigured = False
+                        if not attempt:
+                            self.legs += 1
+                            self.last_used = time.time()
                     limiter.on_success()
                     breaker.on_success(probe)
                     resolved = True
@@ -266,7 +270,7 @@ class Endpoint:
                     return result
 
                 outcome = classify(error)
-                self._count_failure(outcome, elapsed)
+                self._count_failure(outcome, elapsed, attempt)
                 if outcome == THROTTLE:
                     limiter.on_throttle()
                 elif outcome == BAD_CREDENTIALS:
@@ -321,8 +325,11 @@ class Endpoint:
         else:
             self.breaker.on_neutral(probe)
 
-    def _count_failure(self, outcome: int, elapsed: float) -> None:
+    def _count_failure(self, outcome: int, elapsed: float, attempt: int) -> None:
         with self._lock:
+            if not attempt:
+                self.legs += 1
+                self.last_used = time.time()
             self.requests += 1
             self._budget.record_request()
             self._latency.add(elapsed)
@@ -343,11 +350,11 @@ class Endpoint:
             code = getattr(error, "code", type(error).__name__)
             self.events.emit(EndpointMisconfigured(self.name, operation, code), logging.ERROR)
 
-    def note_leg(self, now_wall: float) -> None:
-        """Count one leg for the guide's ``requests_per_endpoint`` / ``last_used`` views."""
+    def note_selected(self) -> None:
+        """Count a selection (the guide's ``get_endpoint``) in ``legs`` and ``last_used``."""
         with self._lock:
             self.legs += 1
-            self.last_used = now_wall
+            self.last_used = time.time()
 
     def note_failover(self) -> None:
         with self._lock:

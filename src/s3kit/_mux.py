@@ -1,0 +1,660 @@
+"""Multiplexer: many endpoints used as one store — routing, failover, replication, health.
+
+A strategy-routed call (no ``endpoint=``) walks the endpoints in the strategy's order and fails
+over at once to the next on an endpoint failure, throttle, open breaker or saturation: failover
+is not a retry, spends no retry budget and happens even with ``retries=0``. Only when every
+candidate failed does a new round start, after a backoff; there are at most 1 + the largest
+``retries`` among the endpoints, within the call's deadline. A named call uses the endpoint's own
+retries. Client errors are raised at once; a 403 fails reads over but not writes; rejected
+credentials fail everything over and mark the endpoint misconfigured (routed last).
+
+``delete_object`` and ``copy_object`` are not failed over once sent (S3 answers 204 to a delete
+of a missing key, so a delete that failed over would report success while the object survives
+elsewhere); the strategy still picks among available endpoints.
+
+The other strategies than ``key-hash`` assume the endpoints hold the same data (replicas), or that
+the caller reads an object back from the endpoint its upload reported (``result["Endpoint"]``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import random
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, BinaryIO
+
+from . import _ops
+from ._breaker import CLOSED, OPEN
+from ._clock import SYSTEM_CLOCK, Clock
+from ._config import make_config
+from ._endpoint import Endpoint
+from ._errors import (
+    CircuitOpenError,
+    ConfigError,
+    EndpointError,
+    EndpointSaturated,
+    InvalidArgument,
+    NoHealthyEndpoint,
+    NotFound,
+)
+from ._events import Event, EventBus, FailedOver, logger
+from ._outcome import ACCESS, BAD_CREDENTIALS, CLIENT, classify
+from ._retry import backoff_delay
+from ._routing import Router, make_router
+from ._stats import EndpointStats
+from ._validate import (
+    check_bucket,
+    check_download_target,
+    check_expiration,
+    check_key,
+    check_max_keys,
+    check_timeout,
+    check_upload_source,
+)
+
+__all__ = ["Multiplexer"]
+
+_HEALTHY_OUTCOMES = (CLIENT, ACCESS)
+
+
+class Multiplexer:
+    """Many S3 endpoints as one dependable store. Thread-safe; a context manager.
+
+    ``endpoints`` maps names to option dicts (``url`` or ``endpoint_url`` plus any endpoint
+    option); ``defaults`` are endpoint options applied to every endpoint added.
+    """
+
+    def __init__(
+        self,
+        endpoints: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        strategy: str | Router = "round-robin",
+        read_fallback_on_missing: bool = False,
+        health_interval: float | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        **defaults: Any,
+    ) -> None:
+        self._clock = clock
+        self._router = make_router(strategy)
+        self._routers: dict[str, Router] = {self._router.name: self._router}
+        self.read_fallback_on_missing = read_fallback_on_missing
+        self._defaults = dict(defaults)
+        # Validate the defaults now, so a typo fails at construction, not at add_endpoint.
+        make_config("http://defaults.invalid", **self._defaults)
+        self._events = EventBus()
+        self._lock = threading.RLock()  # membership only; never held across a request
+        self._endpoints: dict[str, Endpoint] = {}
+        self._ordered: tuple[Endpoint, ...] = ()
+        self._health_thread: threading.Thread | None = None
+        self._health_stop = threading.Event()
+        self._closed = False
+        for name, opts in (endpoints or {}).items():
+            opts = dict(opts)
+            url = opts.pop("url", None) or opts.pop("endpoint_url", None)
+            self.add_endpoint(
+                name, url, opts.pop("access_key", None), opts.pop("secret_key", None), **opts
+            )
+        if health_interval is not None:
+            self.start_health_checks(health_interval)
+
+    # -------------------------------------------------------------- membership
+    def add_endpoint(
+        self,
+        name: str,
+        endpoint_url: str,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        *,
+        max_concurrent: int = 5,
+        circuit_breaker_threshold: int = 5,
+        retries: int = 3,
+        **options: Any,
+    ) -> Endpoint:
+        """Add an endpoint (no network call). Returns its handler."""
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument("name", "must be a non-empty string")
+        merged = {
+            "max_concurrent": max_concurrent,
+            "circuit_breaker_threshold": circuit_breaker_threshold,
+            "retries": retries,
+            **self._defaults,
+        }
+        # explicit arguments beat the multiplexer's defaults, except the signature's defaults
+        for key, value, default in (
+            ("max_concurrent", max_concurrent, 5),
+            ("circuit_breaker_threshold", circuit_breaker_threshold, 5),
+            ("retries", retries, 3),
+        ):
+            if value != default:
+                merged[key] = value
+        merged.update(options)
+        config = make_config(endpoint_url, access_key, secret_key, name=name, **merged)
+        endpoint = Endpoint(config, clock=self._clock, events=self._events)
+        with self._lock:
+            if name in self._endpoints:
+                raise ConfigError(f"an endpoint named {name!r} already exists")
+            self._endpoints[name] = endpoint
+            self._ordered = (*self._ordered, endpoint)
+        return endpoint
+
+    def remove_endpoint(self, name: str, drain_timeout: float = 30.0) -> None:
+        """Stop routing to ``name``, wait up to ``drain_timeout`` for in-flight calls, close it."""
+        with self._lock:
+            endpoint = self._get(name)
+            del self._endpoints[name]
+            self._ordered = tuple(ep for ep in self._ordered if ep is not endpoint)
+        end = self._clock.monotonic() + drain_timeout
+        while endpoint.limiter.in_flight and self._clock.monotonic() < end:
+            self._clock.sleep(0.01)
+        endpoint.close()
+
+    def _get(self, name: str) -> Endpoint:
+        endpoint = self._endpoints.get(name)
+        if endpoint is None:
+            known = ", ".join(self._endpoints) or "none"
+            raise ConfigError(f"unknown endpoint {name!r}; known endpoints: {known}")
+        return endpoint
+
+    @property
+    def endpoints(self) -> Mapping[str, Endpoint]:
+        """A read-only live view of the endpoints by name, in the order they were added."""
+        return MappingProxyType(self._endpoints)
+
+    def endpoint(self, name: str) -> Endpoint:
+        return self._get(name)
+
+    # ----------------------------------------------------------------- routing
+    def _router_for(self, strategy: str | Router | None) -> Router:
+        if strategy is None:
+            return self._router
+        if isinstance(strategy, str):
+            router = self._routers.get(strategy)
+            if router is None:
+                router = make_router(strategy)
+                with self._lock:
+                    router = self._routers.setdefault(strategy, router)
+            return router
+        return make_router(strategy)
+
+    def ranked(
+        self, op: _ops.Op | None = None, strategy: str | Router | None = None
+    ) -> list[Endpoint]:
+        """Endpoints in the order a strategy-routed call would try them."""
+        router = self._router_for(strategy)
+        endpoints = self._ordered
+        if not endpoints:
+            raise ConfigError("no S3 endpoints have been added")
+        now = self._clock.monotonic()
+        healthy: list[Endpoint] = []
+        throttled: list[Endpoint] = []
+        misconfigured: list[Endpoint] = []
+        unavailable: list[Endpoint] = []
+        demote = router.demote_throttled
+        for ep in endpoints:
+            state = ep.breaker.state
+            if state == OPEN:
+                unavailable.append(ep)
+            elif ep.misconfigured:
+                misconfigured.append(ep)
+            elif demote and ep.limiter.throttled_until > now:
+                throttled.append(ep)
+            else:
+                healthy.append(ep)
+        order = router.order(healthy, op) if healthy else []
+        if throttled:
+            order += router.order(throttled, op)
+        order += misconfigured
+        # soonest retry first: that is the one get_endpoint() gives when all are open
+        unavailable.sort(key=lambda ep: ep.breaker.retry_after())
+        order += unavailable
+        return order
+
+    def _fails_over(self, op: _ops.Op, error: EndpointError) -> bool:
+        outcome = classify(error)
+        if outcome == BAD_CREDENTIALS:
+            return True
+        if outcome == ACCESS:
+            return op.kind == _ops.READ
+        if outcome == CLIENT:
+            return (
+                op.kind == _ops.READ
+                and self.read_fallback_on_missing
+                and isinstance(error, NotFound)
+            )
+        return True  # throttle, transient, endpoint failure
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        t = check_timeout(timeout)
+        return None if t is None else self._clock.monotonic() + t
+
+    def _run(
+        self,
+        op: _ops.Op,
+        endpoint: str | None,
+        strategy: str | Router | None,
+        deadline: float | None,
+    ) -> dict[str, Any]:
+        try:
+            if endpoint is not None:
+                return self._get(endpoint).run(op, deadline=deadline)
+            if op.kind == _ops.DELETE:
+                return self._run_once(op, strategy, deadline)
+            return self._failover(op, strategy, deadline)
+        finally:
+            if op.cleanup is not None:
+                op.cleanup()
+
+    def _run_once(
+        self, op: _ops.Op, strategy: str | Router | None, deadline: float | None
+    ) -> dict[str, Any]:
+        """Send to the first available endpoint, with its own retries, and never fail over."""
+        attempts: list[tuple[str, BaseException]] = []
+        for ep in self.ranked(op, strategy):
+            try:
+                return ep.run(op, wait=False, deadline=deadline)
+            except (CircuitOpenError, EndpointSaturated) as exc:
+                attempts.append((ep.name, exc))  # nothing was sent: another may take it
+        raise NoHealthyEndpoint(op.name, attempts) from (attempts[-1][1] if attempts else None)
+
+    def _failover(
+        self, op: _ops.Op, strategy: str | Router | None, deadline: float | None
+    ) -> dict[str, Any]:
+        attempts: list[tuple[str, BaseException]] = []
+        order = self.ranked(op, strategy)
+        rounds = 1 + max(ep.config.retries for ep in order)
+        for round_no in range(rounds):
+            if round_no:
+                order = self.ranked(op, strategy)
+            saturated: list[Endpoint] = []
+            sent = False
+            for ep in order:
+                try:
+                    return ep.run(op, retries=0, wait=False, deadline=deadline)
+                except CircuitOpenError as exc:
+                    attempts.append((ep.name, exc))
+                except EndpointSaturated as exc:
+                    attempts.append((ep.name, exc))
+                    saturated.append(ep)
+                except EndpointError as exc:
+                    if not self._fails_over(op, exc):
+                        raise
+                    sent = True
+                    attempts.append((ep.name, exc))
+                    ep.note_failover()
+                    self._events.emit(
+                        FailedOver(ep.name, op.name, type(exc).__name__), logging.INFO
+                    )
+            if saturated and not sent:
+                # Every available endpoint was busy: wait for a slot on the least loaded.
+                ep = min(saturated, key=lambda e: e.limiter.in_flight)
+                try:
+                    return ep.run(op, retries=0, wait=True, deadline=deadline)
+                except EndpointError as exc:
+                    if not self._fails_over(op, exc):
+                        raise
+                    sent = True
+                    attempts.append((ep.name, exc))
+            if not sent:
+                break  # every endpoint is open: another round cannot help
+            if round_no + 1 < rounds:
+                base = min(ep.config.backoff_base_s for ep in order)
+                cap = max(ep.config.backoff_cap_s for ep in order)
+                delay = backoff_delay(round_no, base, cap)
+                if deadline is not None and self._clock.monotonic() + delay >= deadline:
+                    break
+                self._clock.sleep(delay)
+        raise NoHealthyEndpoint(op.name, attempts) from (attempts[-1][1] if attempts else None)
+
+    def _to_all(self, op: _ops.Op, deadline: float | None) -> dict[str, Any]:
+        """Send an admin operation to every endpoint; raise only when none succeeded."""
+        done: list[str] = []
+        failed: dict[str, BaseException] = {}
+        for ep in self._ordered:
+            try:
+                ep.run(op, deadline=deadline)
+                done.append(ep.name)
+            except EndpointError as exc:
+                failed[ep.name] = exc
+        if not done:
+            errors = list(failed.items())
+            raise NoHealthyEndpoint(op.name, errors) from (errors[-1][1] if errors else None)
+        return {"Bucket": op.bucket, "Endpoint": done[0], "Endpoints": done, "Failed": failed}
+
+    # -------------------------------------------------------------- operations
+    def upload_file(
+        self,
+        file_path: str,
+        bucket: str,
+        key: str,
+        extra_args: Mapping[str, Any] | None = None,
+        *,
+        endpoint: str | None = None,
+        strategy: str | Router | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        op = _ops.upload_file(
+            check_upload_source(file_path), check_bucket(bucket), check_key(key), extra_args
+        )
+        return self._run(op, endpoint, strategy, self._deadline(timeout))
+
+    def download_file(
+        self,
+        bucket: str,
+        key: str,
+        file_path: str,
+        *,
+        endpoint: str | None = None,
+        strategy: str | Router | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        path = check_download_target(file_path)
+        deadline = self._deadline(timeout)
+        op = _ops.download_file(check_bucket(bucket), check_key(key), path, deadline)
+        return self._run(op, endpoint, strategy, deadline)
+
+    def put_object(
+        self,
+        bucket: str,
+        key: str,
+        body: bytes | str | BinaryIO,
+        extra_args: Mapping[str, Any] | None = None,
+        *,
+        endpoint: str | None = None,
+        strategy: str | Router | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        op = _ops.put_object(check_bucket(bucket), check_key(key), body, extra_args)
+        return self._run(op, endpoint, strategy, self._deadline(timeout))
+
+    def get_object(
+        self,
+        bucket: str,
+        key: str,
+        range: str | None = None,
+        *,
+        endpoint: str | None = None,
+        strategy: str | Router | None = None,
+        timeout: float | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        op = _ops.get_object(check_bucket(bucket), check_key(key), range, extra or None)
+        return self._run(op, endpoint, strategy, self._deadline(timeout))
+
+    def head_object(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        endpoint: str | None = None,
+        strategy: str | Router | None = None,
+        timeout: float | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        op = _ops.head_object(check_bucket(bucket), check_key(key), extra or None)
+        return self._run(op, endpoint, strategy, self._deadline(timeout))
+
+    def delete_object(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        endpoint: str | None = None,
+        strategy: str | Router | None = None,
+        timeout: float | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        op = _ops.delete_object(check_bucket(bucket), check_key(key), extra or None)
+        return self._run(op, endpoint, strategy, self._deadline(timeout))
+
+    def copy_object(
+        self,
+        bucket: str,
+        key: str,
+        source_bucket: str,
+        source_key: str,
+        extra_args: Mapping[str, Any] | None = None,
+        *,
+        endpoint: str | None = None,
+        strategy: str | Router | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        op = _ops.copy_object(
+            check_bucket(bucket),
+            check_key(key),
+            check_bucket(source_bucket),
+            check_key(source_key, "source_key"),
+            extra_args,
+        )
+        return self._run(op, endpoint, strategy, self._deadline(timeout))
+
+    def list_objects(
+        self,
+        bucket: str,
+        prefix: str | None = None,
+        max_keys: int | None = None,
+        *,
+        delimiter: str | None = None,
+        endpoint: str | None = None,
+        strategy: str | Router | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        if prefix is not None and not isinstance(prefix, str):
+            raise InvalidArgument("prefix", f"must be a string or None, got {prefix!r}")
+        op = _ops.list_objects(check_bucket(bucket), prefix, check_max_keys(max_keys), delimiter)
+        return self._run(op, endpoint, strategy, self._deadline(timeout))
+
+    def list_buckets(
+        self,
+        *,
+        endpoint: str | None = None,
+        strategy: str | Router | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        return self._run(_ops.list_buckets(), endpoint, strategy, self._deadline(timeout))
+
+    def create_bucket(
+        self,
+        bucket: str,
+        *,
+        endpoint: str | None = None,
+        strategy: str | Router | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Create on ``endpoint``, or on every endpoint (result lists ``Endpoints``/``Failed``)."""
+        op = _ops.create_bucket(check_bucket(bucket))
+        if endpoint is not None:
+            return self._run(op, endpoint, strategy, self._deadline(timeout))
+        return self._to_all(op, self._deadline(timeout))
+
+    def delete_bucket(
+        self,
+        bucket: str,
+        *,
+        endpoint: str | None = None,
+        strategy: str | Router | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Delete on ``endpoint``, or on every endpoint (result lists ``Endpoints``/``Failed``)."""
+        op = _ops.delete_bucket(check_bucket(bucket))
+        if endpoint is not None:
+            return self._run(op, endpoint, strategy, self._deadline(timeout))
+        return self._to_all(op, self._deadline(timeout))
+
+    def create_presigned_url(
+        self,
+        bucket: str,
+        key: str,
+        expiration: int = 3600,
+        *,
+        endpoint: str | None = None,
+        strategy: str | Router | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """A SigV4 URL for the endpoint the strategy picks (healthiest first); no network call."""
+        check_timeout(timeout)
+        if endpoint is not None:
+            return self._get(endpoint).create_presigned_url(bucket, key, expiration)
+        return self.presign_all(bucket, key, expiration, strategy=strategy)[0]
+
+    def presign_all(
+        self,
+        bucket: str,
+        key: str,
+        expiration: int = 3600,
+        *,
+        strategy: str | Router | None = None,
+    ) -> list[str]:
+        """Presigned URLs for every endpoint, healthiest first: alternates for a client to try."""
+        bucket, key = check_bucket(bucket), check_key(key)
+        expiration = check_expiration(expiration)
+        op = _ops.head_object(bucket, key)
+        return [
+            ep.create_presigned_url(bucket, key, expiration) for ep in self.ranked(op, strategy)
+        ]
+
+    def replicate(
+        self,
+        file_path: str,
+        bucket: str,
+        key: str,
+        endpoints: Iterable[str] | None = None,
+        min_success: int | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Upload one file to every (or the given) endpoint in parallel.
+
+        Returns ``{name: {"success": True, "result": dict}}`` or
+        ``{name: {"success": False, "error": exception}}``; fewer than ``min_success``
+        successes raise :class:`NoHealthyEndpoint`.
+        """
+        path = check_upload_source(file_path)
+        bucket, key = check_bucket(bucket), check_key(key)
+        names = list(endpoints) if endpoints is not None else list(self._endpoints)
+        targets = [self._get(name) for name in names]
+        if min_success is not None and not 0 <= min_success <= len(targets):
+            raise InvalidArgument("min_success", f"must be between 0 and {len(targets)}")
+        results: dict[str, dict[str, Any]] = {}
+
+        def one(ep: Endpoint) -> dict[str, Any]:
+            return ep.run(_ops.upload_file(path, bucket, key, None))
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+            futures = {pool.submit(one, ep): ep.name for ep in targets}
+            for future, name in futures.items():
+                try:
+                    results[name] = {"success": True, "result": future.result()}
+                except Exception as exc:
+                    results[name] = {"success": False, "error": exc}
+        ok = sum(1 for r in results.values() if r["success"])
+        if min_success is not None and ok < min_success:
+            failures = [(n, r["error"]) for n, r in results.items() if not r["success"]]
+            raise NoHealthyEndpoint("replicate", failures) from failures[-1][1]
+        return results
+
+    # ------------------------------------------------------------------ health
+    def check_health(self, bucket: str | None = None, timeout: float = 5.0) -> list[str]:
+        """Probe every endpoint in parallel; return the names that answered, in added order.
+
+        The probe is ListBuckets (or a one-key listing of ``bucket``), sent outside the breaker
+        and the retry policy; its verdict feeds the breaker (see ``record_health``).
+        """
+        t = check_timeout(timeout)
+        assert t is not None
+        endpoints = self._ordered
+        if not endpoints:
+            return []
+
+        def probe(ep: Endpoint) -> bool:
+            try:
+                if bucket is None:
+                    ep.transport.list_buckets(t)
+                else:
+                    ep.transport.list_objects(ep.config.physical_bucket(bucket), None, 1, None, t)
+                ok = True
+            except EndpointError as exc:
+                ok = classify(exc) in _HEALTHY_OUTCOMES
+            except Exception:
+                logger.exception("health probe of %s failed unexpectedly", ep.name)
+                ok = False
+            ep.breaker.record_health(ok)
+            return ok
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(endpoints)) as pool:
+            verdicts = list(pool.map(probe, endpoints))
+        return [ep.name for ep, ok in zip(endpoints, verdicts, strict=True) if ok]
+
+    def start_health_checks(self, interval: float = 10.0, bucket: str | None = None) -> None:
+        """Run :meth:`check_health` every ``interval`` seconds in a daemon thread."""
+        interval_s = check_timeout(interval, "interval")
+        assert interval_s is not None
+        with self._lock:
+            if self._health_thread is not None and self._health_thread.is_alive():
+                return
+            self._health_stop.clear()
+
+            def loop() -> None:
+                while not self._health_stop.wait(interval_s * (0.9 + 0.2 * random.random())):
+                    try:
+                        self.check_health(bucket, timeout=min(5.0, interval_s))
+                    except Exception:
+                        logger.exception("s3kit background health check failed")
+
+            self._health_thread = threading.Thread(target=loop, name="s3kit-health", daemon=True)
+            self._health_thread.start()
+
+    def stop_health_checks(self) -> None:
+        self._health_stop.set()
+        thread = self._health_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+        self._health_thread = None
+
+    # -------------------------------------------------------------- monitoring
+    def stats(self) -> dict[str, EndpointStats]:
+        return {ep.name: ep.stats() for ep in self._ordered}
+
+    def print_stats(self, file: Any = None) -> None:
+        """Render :meth:`stats` as a table (rich when installed, plain text otherwise)."""
+        from ._render import print_stats_table
+
+        print_stats_table(self.stats(), file=file)
+
+    def on_event(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every event; returns an unsubscribe function."""
+        return self._events.subscribe(callback)
+
+    def healthy(self) -> list[str]:
+        """Names whose breaker is closed and credentials accepted (no network call)."""
+        return [
+            ep.name for ep in self._ordered if ep.breaker.state == CLOSED and not ep.misconfigured
+        ]
+
+    # --------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Stop background health checks and release every endpoint's connections."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stop_health_checks()
+        for ep in self._ordered:
+            ep.close()
+
+    def __enter__(self) -> Multiplexer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        states = ", ".join(f"{ep.name}={ep.breaker.state}" for ep in self._ordered)
+        return f"<Multiplexer strategy={self._router.name} endpoints=[{states}]>"
+
+    def __getstate__(self) -> None:
+        raise TypeError(
+            "a Multiplexer holds live connections and credentials and cannot be pickled; "
+            "pickle its configuration and build one per process"
+        )

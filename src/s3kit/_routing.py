@@ -1,0 +1,165 @@
+"""Routing strategies: in which order a strategy-routed call tries the endpoints.
+
+The multiplexer first splits endpoints into tiers (healthy; recently throttled; misconfigured;
+open), then asks the strategy to order the healthy tier. A strategy is any object with a
+``name`` and ``order(candidates, op) -> list`` (the :class:`Router` protocol); it must be
+thread-safe and cheap: it runs on every call.
+
+- ``round-robin``: true rotation over the healthy endpoints, in the order they were added.
+- ``least-loaded``: fewest requests in flight now; ties by fewest requests so far, then rotation.
+- ``random``: uniform shuffle.
+- ``weighted``: random order biased by each endpoint's ``weight``.
+- ``latency``: power of two choices on peak-EWMA latency × (in flight + 1) (Finagle's P2C);
+  endpoints with no measurement yet go first, so they get measured.
+- ``priority``: lowest ``priority`` first; a lower tier takes traffic only while every endpoint
+  above it is unavailable. Rotation within a tier.
+- ``key-hash``: rendezvous hashing of bucket/key, so a key always goes to the first healthy
+  endpoint of its own order (for stores that do not replicate each other).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import random
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from ._errors import ConfigError
+
+if TYPE_CHECKING:
+    from ._endpoint import Endpoint
+    from ._ops import Op
+
+__all__ = ["STRATEGIES", "Router", "make_router"]
+
+
+@runtime_checkable
+class Router(Protocol):
+    name: str
+    #: whether routing moves recently throttled endpoints behind the others
+    demote_throttled: bool
+
+    def order(self, candidates: Sequence[Endpoint], op: Op | None) -> list[Endpoint]: ...
+
+
+class _Rotation:
+    def __init__(self) -> None:
+        self._counter = itertools.count()  # next() is atomic under the GIL: no lock needed
+
+    def _start(self, n: int) -> int:
+        return next(self._counter) % n if n else 0
+
+
+class RoundRobin(_Rotation):
+    name = "round-robin"
+    demote_throttled = True
+
+    def order(self, candidates: Sequence[Endpoint], op: Op | None) -> list[Endpoint]:
+        i = self._start(len(candidates))
+        return [*candidates[i:], *candidates[:i]]
+
+
+class LeastLoaded(_Rotation):
+    name = "least-loaded"
+    demote_throttled = True
+
+    def order(self, candidates: Sequence[Endpoint], op: Op | None) -> list[Endpoint]:
+        n = len(candidates)
+        start = self._start(n)
+        ranked = sorted(
+            range(n),
+            key=lambda i: (
+                candidates[i].limiter.in_flight,
+                candidates[i].legs,
+                (i - start) % n,
+            ),
+        )
+        return [candidates[i] for i in ranked]
+
+
+class RandomOrder:
+    name = "random"
+    demote_throttled = True
+
+    def order(self, candidates: Sequence[Endpoint], op: Op | None) -> list[Endpoint]:
+        out = list(candidates)
+        random.shuffle(out)
+        return out
+
+
+class Weighted:
+    name = "weighted"
+    demote_throttled = True
+
+    def order(self, candidates: Sequence[Endpoint], op: Op | None) -> list[Endpoint]:
+        # Efraimidis–Spirakis: sort by u^(1/w), the first is chosen with probability w/Σw.
+        keyed = [(random.random() ** (1.0 / ep.config.weight), ep) for ep in candidates]
+        keyed.sort(key=lambda pair: pair[0], reverse=True)
+        return [ep for _, ep in keyed]
+
+
+class LatencyP2C:
+    name = "latency"
+    demote_throttled = True
+
+    @staticmethod
+    def _score(ep: Endpoint) -> float:
+        return ep.latency_ewma * (ep.limiter.in_flight + 1)
+
+    def order(self, candidates: Sequence[Endpoint], op: Op | None) -> list[Endpoint]:
+        n = len(candidates)
+        if n < 2:
+            return list(candidates)
+        a, b = random.sample(range(n), 2)
+        first = a if self._score(candidates[a]) <= self._score(candidates[b]) else b
+        rest = sorted((ep for i, ep in enumerate(candidates) if i != first), key=self._score)
+        return [candidates[first], *rest]
+
+
+class Priority(_Rotation):
+    name = "priority"
+    demote_throttled = False
+
+    def order(self, candidates: Sequence[Endpoint], op: Op | None) -> list[Endpoint]:
+        n = len(candidates)
+        start = self._start(n)
+        ranked = sorted(range(n), key=lambda i: (candidates[i].config.priority, (i - start) % n))
+        return [candidates[i] for i in ranked]
+
+
+class KeyHash(_Rotation):
+    name = "key-hash"
+    demote_throttled = False
+
+    def order(self, candidates: Sequence[Endpoint], op: Op | None) -> list[Endpoint]:
+        if op is None or op.key is None:
+            i = self._start(len(candidates))
+            return [*candidates[i:], *candidates[:i]]
+        ident = f"{op.bucket}/{op.key}".encode()
+
+        def weight(ep: Endpoint) -> bytes:
+            return hashlib.blake2b(ident, key=ep.name.encode()[:64], digest_size=8).digest()
+
+        return sorted(candidates, key=weight, reverse=True)
+
+
+STRATEGIES: dict[str, type] = {
+    cls.name: cls
+    for cls in (RoundRobin, LeastLoaded, RandomOrder, Weighted, LatencyP2C, Priority, KeyHash)
+}
+
+
+def make_router(strategy: str | Router) -> Router:
+    """A router for a strategy name (or the given Router object)."""
+    if isinstance(strategy, str):
+        cls = STRATEGIES.get(strategy)
+        if cls is None:
+            raise ConfigError(
+                f"unknown strategy {strategy!r}; valid strategies: {', '.join(STRATEGIES)}"
+            )
+        router: Router = cls()
+        return router
+    if isinstance(strategy, Router):
+        return strategy
+    raise ConfigError(f"strategy must be a name or a Router, got {type(strategy).__name__}")
