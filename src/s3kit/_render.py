@@ -27,6 +27,7 @@ _COLUMNS = (
     ("p50 ms", "p50_ms"),
     ("p99 ms", "p99_ms"),
 )
+WIDE = 132
 _STATE_STYLE = {"closed": "green", "half_open": "yellow", "open": "bold red"}
 
 
@@ -41,9 +42,12 @@ def stats_table(stats: Mapping[str, EndpointStats], title: str = "s3kit endpoint
     """A rich Table of the stats."""
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=title, padding=(0, 1), pad_edge=False)
     for header, _ in _COLUMNS:
-        table.add_column(header, justify="left" if header in ("endpoint", "state") else "right")
+        if header in ("endpoint", "state"):
+            table.add_column(header, no_wrap=True, min_width=len(header) + 2)
+        else:
+            table.add_column(header, justify="right", no_wrap=True)
     for st in stats.values():
         cells = [_cell(st, attr) for _, attr in _COLUMNS]
         style = _STATE_STYLE.get(st.state, "")
@@ -65,5 +69,5 @@ def print_stats_table(stats: Mapping[str, EndpointStats], file: Any = None) -> N
         return
     console = Console(file=file)
     if not console.is_terminal:
-        console.width = max(console.width, 132)  # logs and pipes: do not squeeze columns
+        console.width = max(console.width, WIDE)  # logs and pipes: do not squeeze columns
     console.print(stats_table(stats))
