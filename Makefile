@@ -1,0 +1,42 @@
+# Two commands matter on a fresh machine (Python 3, pip and make only):
+#   make demo   - creates .venv, installs s3kit with the cli extra, runs the demo on local servers
+#   make test   - creates .venv with the test extras, runs lint, types and the whole suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export AWS_EC2_METADATA_DISABLED := true
+
+.PHONY: demo test lint unit integration clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV) || { $(PY) -m pip install --quiet virtualenv && $(PY) -m virtualenv $(VENV); }
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.cli: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[cli]'
+	touch $@
+
+$(VENV)/.test: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.cli
+
+demo: $(VENV)/.cli
+	$(BIN)/s3kit demo
+
+test: $(VENV)/.test
+	$(MAKE) --no-print-directory lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+unit: $(VENV)/.test
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+
+integration: $(VENV)/.test
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration tests/compat
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
