@@ -82,6 +82,9 @@ class Multiplexer:
         self._routers: dict[str, Router] = {self._router.name: self._router}
         self.read_fallback_on_missing = read_fallback_on_missing
         self._defaults = dict(defaults)
+        # Default credentials for endpoints added without their own.
+        self._access_key: str | None = self._defaults.pop("access_key", None)
+        self._secret_key: str | None = self._defaults.pop("secret_key", None)
         # Validate the defaults now, so a typo fails at construction, not at add_endpoint.
         make_config("http://defaults.invalid", **self._defaults)
         self._events = EventBus()
@@ -131,7 +134,13 @@ class Multiplexer:
             if value != default:
                 merged[key] = value
         merged.update(options)
-        config = make_config(endpoint_url, access_key, secret_key, name=name, **merged)
+        config = make_config(
+            endpoint_url,
+            self._access_key if access_key is None else access_key,
+            self._secret_key if secret_key is None else secret_key,
+            name=name,
+            **merged,
+        )
         endpoint = Endpoint(config, clock=self._clock, events=self._events)
         with self._lock:
             if name in self._endpoints:
