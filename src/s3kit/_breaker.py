@@ -146,6 +146,16 @@ class CircuitBreaker:
         if probe:
             self.on_success(probe=True)
 
+    def on_throttle(self, probe: bool = False) -> None:
+        """The endpoint asked us to slow down. Never trips a closed breaker; a throttled probe
+        re-opens it for the same interval (not doubled): the store is alive but busy."""
+        if not probe:
+            return
+        with self._lock:
+            self._probe_in_flight = False
+            fire = self._open(self._clock.monotonic())
+        self._fire(*fire)
+
     def on_failure(self, probe: bool = False) -> None:
         """One failed leg (an endpoint failure after this leg's attempts)."""
         fire = None
@@ -160,37 +170,6 @@ class CircuitBreaker:
                 if self._failures >= self.threshold:
                     self._open_s = self._base_open_s
                     fire = self._open(now)
-        if fire:
-            self._fire(*fire)
-
-    def record_health(self, ok: bool) -> None:
-        """A background health probe's verdict.
-
-        A good probe closes a breaker whose open interval has passed (it stands in for the
-        half-open probe); a failed one counts like a failed leg while closed, and re-opens a
-        half-open breaker with a longer interval. An open breaker inside its interval is left
-        alone either way.
-        """
-        fire = None
-        with self._lock:
-            now = self._clock.monotonic()
-            due = self._state is not CLOSED and now >= self._open_until
-            if ok:
-                if self._state is CLOSED:
-                    self._failures = 0
-                elif due and not self._probe_in_flight:
-                    old = self._state
-                    self._state = CLOSED
-                    self._open_s = self._base_open_s
-                    self.transitions += 1
-                    fire = (old, CLOSED, 0.0)
-            elif self._state is CLOSED:
-                self._failures += 1
-                if self._failures >= self.threshold:
-                    fire = self._open(now)
-            elif due and not self._probe_in_flight:
-                self._open_s = min(self._open_s * 2, self._max_open_s)
-                fire = self._open(now)
         if fire:
             self._fire(*fire)
 

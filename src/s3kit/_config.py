@@ -17,7 +17,9 @@ from ._errors import ConfigError, InvalidArgument
 
 __all__ = ["OPTION_DEFAULTS", "EndpointConfig", "make_config"]
 
-_AWS_REGION_HOST = re.compile(r"(?:^|\.)s3[.-]([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
+_AWS_REGION_HOST = re.compile(
+    r"(?:^|\.)s3[.-](?:dualstack\.)?([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$"
+)
 
 
 @dataclass(frozen=True)

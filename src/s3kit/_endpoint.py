@@ -322,6 +322,8 @@ class Endpoint:
     def _finish_leg(self, outcome: int, probe: bool) -> None:
         if outcome == FAILURE:
             self.breaker.on_failure(probe)
+        elif outcome == THROTTLE:
+            self.breaker.on_throttle(probe)
         else:
             self.breaker.on_neutral(probe)
 

@@ -84,12 +84,16 @@ class EventBus:
         self._listeners: tuple[Listener, ...] = ()
 
     def subscribe(self, callback: Listener) -> Callable[[], None]:
+        # Each subscription is its own wrapper, so unsubscribing removes only this one.
+        def token(event: Event) -> None:
+            callback(event)
+
         with self._lock:
-            self._listeners = (*self._listeners, callback)
+            self._listeners = (*self._listeners, token)
 
         def unsubscribe() -> None:
             with self._lock:
-                self._listeners = tuple(cb for cb in self._listeners if cb is not callback)
+                self._listeners = tuple(cb for cb in self._listeners if cb is not token)
 
         return unsubscribe
 

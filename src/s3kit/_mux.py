@@ -27,7 +27,7 @@ from types import MappingProxyType
 from typing import Any, BinaryIO
 
 from . import _ops
-from ._breaker import CLOSED, OPEN
+from ._breaker import CLOSED, OPEN, PROBE, REJECT
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import make_config
 from ._endpoint import Endpoint
@@ -41,7 +41,15 @@ from ._errors import (
     NotFound,
 )
 from ._events import Event, EventBus, FailedOver, logger
-from ._outcome import ACCESS, BAD_CREDENTIALS, CLIENT, classify
+from ._outcome import (
+    ACCESS,
+    BAD_CREDENTIALS,
+    CLIENT,
+    FAILURE,
+    SUCCESS,
+    THROTTLE,
+    classify,
+)
 from ._retry import backoff_delay
 from ._routing import Router, make_router
 from ._stats import EndpointStats
@@ -57,7 +65,7 @@ from ._validate import (
 
 __all__ = ["Multiplexer"]
 
-_HEALTHY_OUTCOMES = (CLIENT, ACCESS)
+_HEALTHY_OUTCOMES = (SUCCESS, CLIENT, ACCESS)
 
 
 class Multiplexer:
@@ -213,8 +221,9 @@ class Multiplexer:
             else:
                 healthy.append(ep)
         order = router.order(healthy, op) if healthy else []
-        if throttled:
-            order += router.order(throttled, op)
+        # The lower tiers keep their added order: asking the router again would advance a
+        # rotating strategy twice per call.
+        order += throttled
         order += misconfigured
         # soonest retry first: that is the one get_endpoint() gives when all are open
         unavailable.sort(key=lambda ep: ep.breaker.retry_after())
@@ -568,8 +577,11 @@ class Multiplexer:
     def check_health(self, bucket: str | None = None, timeout: float = 5.0) -> list[str]:
         """Probe every endpoint in parallel; return the names that answered, in added order.
 
-        The probe is ListBuckets (or a one-key listing of ``bucket``), sent outside the breaker
-        and the retry policy; its verdict feeds the breaker (see ``record_health``).
+        The probe is ListBuckets (or a one-key listing of ``bucket``), sent outside the retry
+        policy. It feeds the breaker like a call: it takes the half-open probe when one is due,
+        only transport failures and 500/502/504 count against the endpoint, a throttle re-opens
+        a half-open breaker without doubling, and any other answer closes it. A throttled or
+        misconfigured endpoint answered but is not reported healthy.
         """
         t = check_timeout(timeout)
         assert t is not None
@@ -578,19 +590,31 @@ class Multiplexer:
             return []
 
         def probe(ep: Endpoint) -> bool:
+            breaker = ep.breaker
+            verdict = breaker.admit()
+            is_probe = verdict == PROBE
+            outcome = SUCCESS
             try:
                 if bucket is None:
                     ep.transport.list_buckets(t)
                 else:
-                    ep.transport.list_objects(ep.config.physical_bucket(bucket), None, 1, None, t)
-                ok = True
+                    phys = ep.config.physical_bucket(bucket)
+                    ep.transport.list_objects(phys, None, 1, None, t)
             except EndpointError as exc:
-                ok = classify(exc) in _HEALTHY_OUTCOMES
+                outcome = classify(exc)
             except Exception:
                 logger.exception("health probe of %s failed unexpectedly", ep.name)
-                ok = False
-            ep.breaker.record_health(ok)
-            return ok
+                if is_probe:
+                    breaker.release_probe()
+                return False
+            if verdict != REJECT:
+                if outcome == FAILURE:
+                    breaker.on_failure(is_probe)
+                elif outcome == THROTTLE:
+                    breaker.on_throttle(is_probe)
+                else:
+                    breaker.on_success(is_probe)
+            return outcome in _HEALTHY_OUTCOMES
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(endpoints)) as pool:
             verdicts = list(pool.map(probe, endpoints))

@@ -21,11 +21,13 @@ __all__ = [
     "CLIENT",
     "FAILURE",
     "RETRYABLE",
+    "SUCCESS",
     "THROTTLE",
     "TRANSIENT",
     "classify",
 ]
 
+SUCCESS = 0
 CLIENT = 1
 ACCESS = 2
 BAD_CREDENTIALS = 3

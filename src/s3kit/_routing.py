@@ -122,10 +122,16 @@ class Priority(_Rotation):
     demote_throttled = False
 
     def order(self, candidates: Sequence[Endpoint], op: Op | None) -> list[Endpoint]:
-        n = len(candidates)
-        start = self._start(n)
-        ranked = sorted(range(n), key=lambda i: (candidates[i].config.priority, (i - start) % n))
-        return [candidates[i] for i in ranked]
+        tiers: dict[int, list[Endpoint]] = {}
+        for ep in candidates:
+            tiers.setdefault(ep.config.priority, []).append(ep)
+        tick = next(self._counter)  # one rotation step per call, applied within each tier
+        out: list[Endpoint] = []
+        for level in sorted(tiers):
+            tier = tiers[level]
+            i = tick % len(tier)
+            out += tier[i:] + tier[:i]
+        return out
 
 
 class KeyHash(_Rotation):

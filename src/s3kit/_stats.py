@@ -6,6 +6,7 @@ endpoint_failures``; ``rejected_open`` and ``saturated`` (calls that sent nothin
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -54,7 +55,7 @@ class LatencyWindow:
         self.ewma = 0.0
 
     def add(self, seconds: float) -> None:
-        if self.ewma == 0.0:
+        if not self._samples:
             self.ewma = seconds
         else:
             self.ewma += _EWMA_ALPHA * (seconds - self.ewma)
@@ -69,4 +70,5 @@ class LatencyWindow:
         if not data:
             return [0.0 for _ in qs]
         n = len(data)
-        return [data[min(n - 1, max(0, round(q * n + 0.5) - 1))] for q in qs]
+        # nearest rank: the smallest sample with at least q of the samples at or below it
+        return [data[min(n - 1, max(0, math.ceil(round(q * n, 9)) - 1))] for q in qs]

@@ -31,7 +31,11 @@ def check_bucket(bucket: Any) -> str:
 def check_key(key: Any, argument: str = "key") -> str:
     if not isinstance(key, str) or not key:
         raise InvalidArgument(argument, f"must be a non-empty string, got {key!r}")
-    if len(key) > MAX_KEY_BYTES // 4 and len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+    try:
+        size = len(key.encode("utf-8")) if len(key) > MAX_KEY_BYTES // 4 else 0
+    except UnicodeEncodeError:
+        raise InvalidArgument(argument, "is not valid Unicode (lone surrogate)") from None
+    if size > MAX_KEY_BYTES:
         raise InvalidArgument(argument, f"is longer than {MAX_KEY_BYTES} bytes in UTF-8")
     return key
 
