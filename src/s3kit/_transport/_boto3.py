@@ -59,6 +59,7 @@ __all__ = ["Boto3Transport", "map_boto_error"]
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 TRANSFER_CONCURRENCY = 8
 CHUNK = 1024 * 1024
+TRANSFER = "transfer"
 
 _NUMERIC_CODES = {
     "304": "NotModified",
@@ -179,20 +180,22 @@ class Boto3Transport:
         self._cfg = config
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        self._clients: dict[float | None, S3Client] = {}
+        # None: the shared client; a float: a shorter read timeout for deadline calls;
+        # TRANSFER: the client s3transfer uses, which retries a part in place.
+        self._clients: dict[float | str | None, S3Client] = {}
         self._session: boto3.session.Session | None = None
         self._transfer: TransferManager | None = None
         self._completed: dict[tuple[str, str], dict[str, Any]] = {}
 
     # ---------------------------------------------------------------- clients
-    def _client(self, timeout: float | None = None) -> S3Client:
+    def _client(self, timeout: float | str | None = None) -> S3Client:
         if self._pid == os.getpid():
             client = self._clients.get(timeout)
             if client is not None:
                 return client
         return self._make_client(timeout)
 
-    def _make_client(self, timeout: float | None) -> S3Client:
+    def _make_client(self, timeout: float | str | None) -> S3Client:
         with self._lock:
             if self._pid != os.getpid():
                 # A forked child must not share the parent's sockets: build everything anew.
@@ -216,7 +219,13 @@ class Boto3Transport:
                     raise ConfigError(
                         f"endpoint {cfg.name}: AWS profile {cfg.profile!r} not found"
                     ) from None
-            read_timeout = cfg.read_timeout if timeout is None else timeout
+            read_timeout = (
+                cfg.read_timeout if timeout is None or timeout == TRANSFER else float(timeout)
+            )
+            # Everywhere but inside a multipart transfer, s3kit's policy is the only retry. A
+            # transfer holds one slot for the whole object and counts as one operation, so a
+            # part is retried in place (≤ 3 attempts) instead of restarting a large object.
+            attempts = 3 if timeout == TRANSFER else 1
             extra: dict[str, Any] = {}
             if not cfg.is_aws:
                 extra["request_checksum_calculation"] = "when_required"
@@ -225,7 +234,7 @@ class Boto3Transport:
                 region_name=cfg.region,
                 signature_version="s3v4",
                 s3={"addressing_style": cfg.addressing_style},  # type: ignore[arg-type]
-                retries={"total_max_attempts": 1, "mode": "standard"},
+                retries={"total_max_attempts": attempts, "mode": "standard"},
                 connect_timeout=min(cfg.connect_timeout, read_timeout),
                 read_timeout=read_timeout,
                 max_pool_connections=max(10, cfg.max_concurrent * TRANSFER_CONCURRENCY),
@@ -252,7 +261,7 @@ class Boto3Transport:
         if timeout is None or timeout >= self._cfg.read_timeout:
             return self._client(None)
         # Round up to 0.25 s so deadline calls share a handful of cached clients.
-        return self._client(max(0.25, math.ceil(timeout * 4) / 4))
+        return self._client(max(0.25, math.ceil(timeout * 4) / 4.0))
 
     def _capture_complete(self, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
         target = context.get("s3kit_target")
@@ -261,7 +270,7 @@ class Boto3Transport:
                 self._completed[target] = _strip(parsed)
 
     def _manager(self) -> TransferManager:
-        client = self._client(None)  # rebuilds everything after a fork
+        client = self._client(TRANSFER)  # rebuilds everything after a fork
         with self._lock:
             if self._transfer is None:
                 self._transfer = TransferManager(
