@@ -27,7 +27,7 @@ from types import MappingProxyType
 from typing import Any, BinaryIO
 
 from . import _ops
-from ._breaker import CLOSED, OPEN, PROBE, REJECT
+from ._breaker import CLOSED, HALF_OPEN, OPEN, PROBE, REJECT
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import make_config
 from ._endpoint import Endpoint
@@ -230,17 +230,50 @@ class Multiplexer:
         order += unavailable
         return order
 
-    def _fails_over(self, op: _ops.Op, error: EndpointError) -> bool:
+    def locate(
+        self, bucket: str, key: str, *, strategy: str | Router | None = None
+    ) -> list[dict[str, Any]]:
+        """Where a strategy-routed call for ``bucket/key`` would go, in order, and why."""
+        op = _ops.head_object(check_bucket(bucket), check_key(key))
+        router = self._router_for(strategy)
+        now = self._clock.monotonic()
+        out = []
+        for ep in self.ranked(op, router):
+            state = ep.breaker.state
+            if state == OPEN:
+                why = f"breaker open, next probe in {ep.breaker.retry_after():.1f}s"
+            elif ep.misconfigured:
+                why = "credentials rejected: routed last until a call succeeds"
+            elif router.demote_throttled and ep.limiter.throttled_until > now:
+                why = "throttled in the last few seconds: routed after the others"
+            elif state == HALF_OPEN:
+                why = "half-open: the next call to it is the probe"
+            else:
+                why = f"healthy, in {router.name} order"
+            out.append(
+                {
+                    "endpoint": ep.name,
+                    "url": ep.url,
+                    "bucket": ep.config.physical_bucket(bucket),
+                    "state": state,
+                    "reason": why,
+                }
+            )
+        return out
+
+    def _fails_over(self, op: _ops.Op, error: EndpointError, router: Router) -> bool:
         outcome = classify(error)
         if outcome == BAD_CREDENTIALS:
             return True
         if outcome == ACCESS:
             return op.kind == _ops.READ
         if outcome == CLIENT:
+            # A 404 read walks on with replica reads, and under key-hash (an object written
+            # while its owner was down lives on the next endpoint of its order).
             return (
                 op.kind == _ops.READ
-                and self.read_fallback_on_missing
                 and isinstance(error, NotFound)
+                and (self.read_fallback_on_missing or router.name == "key-hash")
             )
         return True  # throttle, transient, endpoint failure
 
@@ -280,14 +313,16 @@ class Multiplexer:
     def _failover(
         self, op: _ops.Op, strategy: str | Router | None, deadline: float | None
     ) -> dict[str, Any]:
+        router = self._router_for(strategy)
         attempts: list[tuple[str, BaseException]] = []
-        order = self.ranked(op, strategy)
+        order = self.ranked(op, router)
         rounds = 1 + max(ep.config.retries for ep in order)
         for round_no in range(rounds):
             if round_no:
-                order = self.ranked(op, strategy)
+                order = self.ranked(op, router)
             saturated: list[Endpoint] = []
-            sent = False
+            sent = 0
+            missing: list[NotFound] = []
             for ep in order:
                 try:
                     return ep.run(op, retries=0, wait=False, deadline=deadline)
@@ -297,24 +332,22 @@ class Multiplexer:
                     attempts.append((ep.name, exc))
                     saturated.append(ep)
                 except EndpointError as exc:
-                    if not self._fails_over(op, exc):
-                        raise
-                    sent = True
-                    attempts.append((ep.name, exc))
-                    ep.note_failover()
-                    self._events.emit(
-                        FailedOver(ep.name, op.name, type(exc).__name__), logging.INFO
-                    )
+                    self._note_leg_failure(op, ep, exc, router, attempts)
+                    sent += 1
+                    if isinstance(exc, NotFound):
+                        missing.append(exc)
             if saturated and not sent:
                 # Every available endpoint was busy: wait for a slot on the least loaded.
                 ep = min(saturated, key=lambda e: e.limiter.in_flight)
                 try:
                     return ep.run(op, retries=0, wait=True, deadline=deadline)
                 except EndpointError as exc:
-                    if not self._fails_over(op, exc):
-                        raise
-                    sent = True
-                    attempts.append((ep.name, exc))
+                    self._note_leg_failure(op, ep, exc, router, attempts)
+                    sent += 1
+                    if isinstance(exc, NotFound):
+                        missing.append(exc)
+            if missing and len(missing) == sent:
+                raise missing[-1]  # every endpoint that answered says: no such key
             if not sent:
                 break  # every endpoint is open: another round cannot help
             if round_no + 1 < rounds:
@@ -325,6 +358,21 @@ class Multiplexer:
                     break
                 self._clock.sleep(delay)
         raise NoHealthyEndpoint(op.name, attempts) from (attempts[-1][1] if attempts else None)
+
+    def _note_leg_failure(
+        self,
+        op: _ops.Op,
+        ep: Endpoint,
+        exc: EndpointError,
+        router: Router,
+        attempts: list[tuple[str, BaseException]],
+    ) -> None:
+        """Record a failed leg, or raise its error when it must not fail over."""
+        if not self._fails_over(op, exc, router):
+            raise exc
+        attempts.append((ep.name, exc))
+        ep.note_failover()
+        self._events.emit(FailedOver(ep.name, op.name, type(exc).__name__), logging.INFO)
 
     def _to_all(self, op: _ops.Op, deadline: float | None) -> dict[str, Any]:
         """Send an admin operation to every endpoint; raise only when none succeeded."""
@@ -464,7 +512,60 @@ class Multiplexer:
         if prefix is not None and not isinstance(prefix, str):
             raise InvalidArgument("prefix", f"must be a string or None, got {prefix!r}")
         op = _ops.list_objects(check_bucket(bucket), prefix, check_max_keys(max_keys), delimiter)
+        if endpoint is None and self._router_for(strategy).name == "key-hash":
+            return self._list_merged(op, max_keys, self._deadline(timeout))
         return self._run(op, endpoint, strategy, self._deadline(timeout))
+
+    def _list_merged(
+        self, op: _ops.Op, max_keys: int | None, deadline: float | None
+    ) -> dict[str, Any]:
+        """Under key-hash each endpoint holds part of the keys: list all, merge by key.
+
+        Endpoints that could not be listed are named in ``"Incomplete"`` (empty when complete).
+        """
+        merged: dict[str, dict[str, Any]] = {}
+        prefixes: dict[str, dict[str, Any]] = {}
+        listed: list[str] = []
+        incomplete: dict[str, BaseException] = {}
+        result: dict[str, Any] = {}
+        for ep in self._ordered:
+            try:
+                page = ep.run(op, deadline=deadline)
+            except EndpointError as exc:
+                incomplete[ep.name] = exc
+                continue
+            listed.append(ep.name)
+            result = page
+            for obj in page["Contents"]:
+                old = merged.get(obj["Key"])
+                newer = old is not None and (
+                    obj.get("LastModified") is not None
+                    and old.get("LastModified") is not None
+                    and obj["LastModified"] > old["LastModified"]
+                )
+                if old is None or newer:
+                    merged[obj["Key"]] = obj
+            for cp in page.get("CommonPrefixes") or []:
+                prefixes[cp["Prefix"]] = cp
+        if not listed:
+            errors = list(incomplete.items())
+            raise NoHealthyEndpoint(op.name, errors) from (errors[-1][1] if errors else None)
+        contents = [merged[k] for k in sorted(merged)]
+        common = [prefixes[p] for p in sorted(prefixes)]
+        truncated = False
+        if max_keys is not None and len(contents) + len(common) > max_keys:
+            truncated = True
+            contents = contents[: max(0, max_keys - len(common))]
+        result = {**result, "Contents": contents, "KeyCount": len(contents) + len(common)}
+        if common:
+            result["CommonPrefixes"] = common
+        result.update(
+            IsTruncated=truncated,
+            Endpoint=listed[0],
+            Endpoints=listed,
+            Incomplete=sorted(incomplete),
+        )
+        return result
 
     def list_buckets(
         self,
