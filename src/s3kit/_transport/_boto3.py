@@ -186,6 +186,7 @@ class Boto3Transport:
         self._session: boto3.session.Session | None = None
         self._transfer: TransferManager | None = None
         self._completed: dict[tuple[str, str], dict[str, Any]] = {}
+        self._key_locks = tuple(threading.Lock() for _ in range(64))
 
     # ---------------------------------------------------------------- clients
     def _client(self, timeout: float | str | None = None) -> S3Client:
@@ -430,15 +431,20 @@ class Boto3Transport:
             with open(file_path, "rb") as fh:
                 return self.put_object(bucket, key, fh, extra, timeout)
         manager = self._manager()
-        try:
-            future = manager.upload(file_path, bucket, key, extra_args=dict(extra or {}))
-            future.result()
-        except EndpointError:
-            raise
-        except Exception as exc:
-            raise map_boto_error(exc, self._cfg.name, "upload_file") from exc
-        with self._lock:
-            completed = self._completed.pop((bucket, key), {})
+        target = (bucket, key)
+        # The completion hook knows only bucket and key: uploads of the same key on this
+        # endpoint take turns, so each one reads back its own CompleteMultipartUpload answer.
+        with self._key_locks[hash(target) % len(self._key_locks)]:
+            try:
+                future = manager.upload(file_path, bucket, key, extra_args=dict(extra or {}))
+                future.result()
+            except EndpointError:
+                raise
+            except Exception as exc:
+                raise map_boto_error(exc, self._cfg.name, "upload_file") from exc
+            finally:
+                with self._lock:
+                    completed = self._completed.pop(target, {})
         return completed
 
     def download_into(

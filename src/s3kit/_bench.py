@@ -1,0 +1,419 @@
+"""``s3kit bench``: s3kit against plain boto3, side by side in one run, on local servers.
+
+Every scenario runs its variants interleaved (A B C, A B C, …) for several repetitions and
+reports medians, so a noisy shared machine shifts all variants alike. Client CPU time per
+operation (``time.process_time``; the servers are other processes) is the stable figure; wall
+time and ops/s are shown too.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["Row", "run_bench"]
+
+BUCKET = "bench-bucket"
+KEY = "small/1k.bin"
+
+
+@dataclass
+class Row:
+    scenario: str
+    variant: str
+    threads: int
+    ops: int
+    wall_s: float
+    cpu_ms_per_op: float
+    ops_per_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _raw_client(url: str, ak: str, sk: str, max_pool: int = 64) -> Any:
+    import boto3
+    import botocore.config
+
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id=ak,
+        aws_secret_access_key=sk,
+        region_name="us-east-1",
+        config=botocore.config.Config(
+            s3={"addressing_style": "path"},
+            retries={"total_max_attempts": 1},
+            max_pool_connections=max_pool,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+
+
+def _timed(fn: Callable[[], Any], ops: int, threads: int) -> tuple[float, float]:
+    """Run ``fn`` ``ops`` times over ``threads`` threads: (wall seconds, CPU seconds)."""
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    if threads == 1:
+        for _ in range(ops):
+            fn()
+    else:
+        per = ops // threads
+
+        def worker() -> None:
+            for _ in range(per):
+                fn()
+
+        pool = [threading.Thread(target=worker) for _ in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+    return time.perf_counter() - t0, time.process_time() - cpu0
+
+
+def _interleave(
+    scenario: str,
+    variants: dict[str, Callable[[], Any]],
+    *,
+    ops: int,
+    threads: int,
+    reps: int,
+) -> list[Row]:
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    for fn in variants.values():  # warm up connections and caches
+        _timed(fn, max(threads, 10), threads)
+    for _ in range(reps):
+        for name, fn in variants.items():
+            samples[name].append(_timed(fn, ops, threads))
+    rows = []
+    for name, runs in samples.items():
+        wall = statistics.median(w for w, _ in runs)
+        cpu = statistics.median(c for _, c in runs)
+        done = (ops // threads) * threads
+        rows.append(Row(scenario, name, threads, done, wall, cpu / done * 1e3, done / wall))
+    return rows
+
+
+def bench_small(
+    url: str, ak: str, sk: str, *, ops: int, reps: int, threads: Sequence[int]
+) -> list[Row]:
+    """HEAD and GET of a 1 KiB object: s3kit vs a shared boto3 client vs a client per call."""
+    from ._compat import s3_kit
+
+    shared = _raw_client(url, ak, sk)
+    shared.put_object(Bucket=BUCKET, Key=KEY, Body=os.urandom(1024))
+    handler = s3_kit().create_s3_endpoint_handler(url, ak, sk, max_concurrent=64)
+    rows: list[Row] = []
+    for op in ("head", "get"):
+        if op == "head":
+            variants = {
+                "boto3 shared client": lambda: shared.head_object(Bucket=BUCKET, Key=KEY),
+                "s3kit (boto3)": lambda: handler.head_object(BUCKET, KEY),
+                "boto3 client per call": lambda: _raw_client(url, ak, sk).head_object(
+                    Bucket=BUCKET, Key=KEY
+                ),
+            }
+        else:
+            variants = {
+                "boto3 shared client": lambda: shared.get_object(Bucket=BUCKET, Key=KEY)[
+                    "Body"
+                ].read(),
+                "s3kit (boto3)": lambda: handler.get_object(BUCKET, KEY)["Body"],
+            }
+        for n in threads:
+            # a new client per call costs ~10 ms: fewer of those keep the run short
+            small = {k: v for k, v in variants.items() if "per call" not in k}
+            rows += _interleave(f"small {op}", small, ops=ops, threads=n, reps=reps)
+            if len(small) < len(variants):
+                rows += _interleave(
+                    f"small {op}",
+                    {k: v for k, v in variants.items() if "per call" in k},
+                    ops=max(n, ops // 10),
+                    threads=n,
+                    reps=reps,
+                )
+    handler.close()
+    return rows
+
+
+def _large_child(args: tuple[str, str, str, str, str, int]) -> tuple[float, float]:
+    """Run one large transfer in a fresh process: (seconds, peak RSS growth in MiB)."""
+    variant, direction, url, ak, sk, size_mb = args
+    from s3transfer.manager import TransferConfig, TransferManager
+
+    from ._compat import s3_kit
+    from ._transport._boto3 import MULTIPART_THRESHOLD, TRANSFER_CONCURRENCY
+
+    tmp = tempfile.mkdtemp(prefix="s3kit-bench-")
+    src = os.path.join(tmp, "big.bin")
+    with open(src, "wb") as fh:
+        for _ in range(size_mb):
+            fh.write(os.urandom(1024 * 1024))
+    key = f"large/{variant.replace(' ', '_')}.bin"
+    client = _raw_client(url, ak, sk)
+    handler = s3_kit().create_s3_endpoint_handler(url, ak, sk)
+    if direction == "down":
+        client.upload_file(src, BUCKET, key)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    dst = os.path.join(tmp, "out.bin")
+    if variant == "boto3 s3transfer":
+        config = TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD,
+            multipart_chunksize=MULTIPART_THRESHOLD,
+            max_request_concurrency=TRANSFER_CONCURRENCY,
+        )
+        with TransferManager(client, config) as manager:
+            if direction == "up":
+                manager.upload(src, BUCKET, key).result()
+            else:
+                manager.download(BUCKET, key, dst).result()
+    elif direction == "up":
+        handler.upload_file(src, BUCKET, key)
+    else:
+        handler.download_file(BUCKET, key, dst)
+    seconds = time.perf_counter() - t0
+    growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024.0
+    for name in os.listdir(tmp):
+        os.unlink(os.path.join(tmp, name))
+    os.rmdir(tmp)
+    return seconds, growth
+
+
+def bench_large(url: str, ak: str, sk: str, *, size_mb: int, reps: int) -> list[Row]:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    rows = []
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        for direction in ("up", "down"):
+            samples: dict[str, list[tuple[float, float]]] = {}
+            for _ in range(reps):
+                for variant in ("boto3 s3transfer", "s3kit (boto3)"):
+                    job = (variant, direction, url, ak, sk, size_mb)
+                    samples.setdefault(variant, []).append(pool.submit(_large_child, job).result())
+            for variant, runs in samples.items():
+                wall = statistics.median(s for s, _ in runs)
+                rss = max(g for _, g in runs)
+                rows.append(
+                    Row(
+                        f"large {direction} {size_mb} MiB",
+                        variant,
+                        1,
+                        1,
+                        wall,
+                        0.0,
+                        1 / wall,
+                        {"MB_per_s": size_mb * 1.048576 / wall, "rss_growth_mib": rss},
+                    )
+                )
+    return rows
+
+
+def bench_failover(urls: list[tuple[str, str, str]], kill: Callable[[], None]) -> list[Row]:
+    """8 threads of routed GETs over the endpoints; one is killed mid-run."""
+    from ._errors import CircuitOpenError, S3KitError
+    from ._mux import Multiplexer
+
+    mux = Multiplexer(
+        connect_timeout=0.5,
+        read_timeout=2,
+        circuit_breaker_threshold=3,
+        breaker_open_s=30,
+        backoff_base_s=0.02,
+        max_concurrent=16,
+    )
+    for i, (url, ak, sk) in enumerate(urls):
+        mux.add_endpoint(f"ep{i}", url, ak, sk)
+        _raw_client(url, ak, sk).put_object(Bucket=BUCKET, Key=KEY, Body=b"x" * 1024)
+    errors = 0
+    done = 0
+    lock = threading.Lock()
+    stop = threading.Event()
+    opened_at: list[float] = []
+    mux.on_event(
+        lambda e: (
+            opened_at.append(time.perf_counter()) if getattr(e, "new", None) == "open" else None
+        )
+    )
+
+    def worker() -> None:
+        nonlocal errors, done
+        while not stop.is_set():
+            try:
+                mux.get_object(BUCKET, KEY)
+                ok = True
+            except S3KitError:
+                ok = False
+            with lock:
+                done += 1
+                errors += not ok
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    killed_at = time.perf_counter()
+    kill()
+    time.sleep(2.0)
+    stop.set()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    dead = mux.endpoint("ep1")
+    rejected: list[float] = []
+    for _ in range(2000):
+        started = time.perf_counter()
+        try:
+            dead.head_object(BUCKET, KEY)
+        except CircuitOpenError:
+            rejected.append(time.perf_counter() - started)
+    mux.close()
+    rejected.sort()
+    extra = {
+        "user_errors": errors,
+        "kill_to_open_ms": (opened_at[0] - killed_at) * 1e3 if opened_at else None,
+        "failed_attempts_on_dead": dead.stats().endpoint_failures,
+        "open_reject_p50_us": rejected[len(rejected) // 2] * 1e6 if rejected else None,
+        "open_reject_p99_us": rejected[int(len(rejected) * 0.99)] * 1e6 if rejected else None,
+    }
+    return [
+        Row("failover (1 of 4 killed)", "s3kit round-robin", 8, done, wall, 0.0, done / wall, extra)
+    ]
+
+
+def bench_scaling(
+    url: str, ak: str, sk: str, *, ops: int, reps: int, threads: Sequence[int]
+) -> list[Row]:
+    from ._compat import s3_kit
+
+    shared = _raw_client(url, ak, sk)
+    handler = s3_kit().create_s3_endpoint_handler(url, ak, sk, max_concurrent=64)
+    rows: list[Row] = []
+    for n in threads:
+        rows += _interleave(
+            "scaling GET",
+            {
+                "boto3 shared client": lambda: shared.get_object(Bucket=BUCKET, Key=KEY)[
+                    "Body"
+                ].read(),
+                "s3kit (boto3)": lambda: handler.get_object(BUCKET, KEY),
+            },
+            ops=max(ops, n * 10),
+            threads=n,
+            reps=reps,
+        )
+    handler.close()
+    return rows
+
+
+def _ratios(rows: list[Row]) -> list[dict[str, Any]]:
+    """s3kit's CPU per op and throughput against the shared boto3 client in the same group."""
+    out = []
+    base = {
+        (r.scenario, r.threads): r
+        for r in rows
+        if r.variant in ("boto3 shared client", "boto3 s3transfer")
+    }
+    for r in rows:
+        b = base.get((r.scenario, r.threads))
+        if b is None or b is r:
+            continue
+        ratio: dict[str, Any] = {"scenario": r.scenario, "variant": r.variant, "threads": r.threads}
+        if b.cpu_ms_per_op and r.cpu_ms_per_op:
+            ratio["cpu_ratio"] = r.cpu_ms_per_op / b.cpu_ms_per_op
+        ratio["throughput_ratio"] = r.ops_per_s / b.ops_per_s
+        out.append(ratio)
+    return out
+
+
+def run_bench(
+    *,
+    server: str = "moto",
+    scenarios: Sequence[str] = ("small", "large", "failover", "scaling"),
+    ops: int = 300,
+    reps: int = 3,
+    size_mb: int = 256,
+    as_json: bool = False,
+) -> int:
+    from .testing import S3ServerPool
+
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    rows: list[Row] = []
+    n_servers = 4 if "failover" in scenarios else 1
+    with S3ServerPool(n_servers, server, buckets=[BUCKET]) as pool:
+        s0 = pool[0]
+        creds = (s0.url, s0.access_key, s0.secret_key)
+        _raw_client(*creds).put_object(Bucket=BUCKET, Key=KEY, Body=os.urandom(1024))
+        if "small" in scenarios:
+            rows += bench_small(*creds, ops=ops, reps=reps, threads=(1, 8))
+        if "large" in scenarios:
+            rows += bench_large(*creds, size_mb=size_mb, reps=max(1, reps - 1))
+        if "scaling" in scenarios:
+            rows += bench_scaling(*creds, ops=ops, reps=reps, threads=(1, 2, 4, 8, 16, 32))
+        if "failover" in scenarios:
+            rows += bench_failover(
+                [(s.url, s.access_key, s.secret_key) for s in pool], pool[1].kill
+            )
+    report = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "server": server,
+        "date": time.strftime("%Y-%m-%d"),
+        "rows": [r.as_dict() for r in rows],
+        "ratios": _ratios(rows),
+    }
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        _print_report(report)
+    return 0
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"s3kit bench on {report['server']} ({report['machine']['cpus']} cpus)")
+    for col in ("scenario", "variant", "threads", "ops", "ops/s", "cpu ms/op", "extra"):
+        table.add_column(
+            col, justify="right" if col in ("threads", "ops", "ops/s", "cpu ms/op") else "left"
+        )
+    for r in report["rows"]:
+        extra = ", ".join(
+            f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in r["extra"].items()
+        )
+        table.add_row(
+            r["scenario"],
+            r["variant"],
+            str(r["threads"]),
+            str(r["ops"]),
+            f"{r['ops_per_s']:.0f}",
+            f"{r['cpu_ms_per_op']:.3f}" if r["cpu_ms_per_op"] else "",
+            extra,
+        )
+    console.print(table)
+    ratios = Table(title="s3kit / plain boto3 (same run)")
+    for col in ("scenario", "threads", "cpu ratio", "throughput ratio"):
+        ratios.add_column(col)
+    for r in report["ratios"]:
+        ratios.add_row(
+            f"{r['scenario']} · {r['variant']}",
+            str(r["threads"]),
+            f"{r['cpu_ratio']:.2f}" if "cpu_ratio" in r else "",
+            f"{r['throughput_ratio']:.2f}",
+        )
+    console.print(ratios)
