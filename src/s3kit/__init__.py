@@ -6,6 +6,7 @@ circuit breaker; a multiplexer routes, fails over, replicates and reports.
 
 from __future__ import annotations
 
+from ._async import AsyncMultiplexer
 from ._compat import S3EndpointMultiplexer, S3Kit, s3_kit
 from ._config import EndpointConfig
 from ._endpoint import Endpoint
@@ -44,6 +45,7 @@ __version__ = "0.1.0"
 __all__ = [
     "STRATEGIES",
     "AccessDenied",
+    "AsyncMultiplexer",
     "BreakerStateChanged",
     "CircuitOpenError",
     "ConfigError",

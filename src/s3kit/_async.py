@@ -1,0 +1,164 @@
+"""``AsyncMultiplexer``: the multiplexer's verbs as coroutines.
+
+Each call runs the same code as :class:`Multiplexer` (routing, breaker, retries, failover) on a
+dedicated thread pool, so the semantics are identical by construction. Cancelling an awaiting
+task abandons the wait, not the request: the request finishes on its thread, releases its
+concurrency slot and records its outcome, so counters and limits stay exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, BinaryIO, TypeVar
+
+from ._endpoint import Endpoint
+from ._events import Event
+from ._mux import Multiplexer
+from ._routing import Router
+from ._stats import EndpointStats
+
+__all__ = ["AsyncMultiplexer"]
+
+T = TypeVar("T")
+
+
+class AsyncMultiplexer:
+    """Asyncio front of a :class:`Multiplexer` (``async with AsyncMultiplexer(...) as mux``).
+
+    ``max_workers`` bounds the requests in flight from this object; keep it at least the sum of
+    the endpoints' ``max_concurrent`` so the endpoints' own limits are what shapes the load.
+    """
+
+    def __init__(
+        self,
+        endpoints: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        max_workers: int = 64,
+        multiplexer: Multiplexer | None = None,
+        **options: Any,
+    ) -> None:
+        self.multiplexer = (
+            multiplexer if multiplexer is not None else Multiplexer(endpoints, **options)
+        )
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max_workers, thread_name_prefix="s3kit-async"
+        )
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    # membership and monitoring: no I/O, plain methods
+    def add_endpoint(self, name: str, endpoint_url: str, *args: Any, **kwargs: Any) -> Endpoint:
+        return self.multiplexer.add_endpoint(name, endpoint_url, *args, **kwargs)
+
+    def stats(self) -> dict[str, EndpointStats]:
+        return self.multiplexer.stats()
+
+    def on_event(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        return self.multiplexer.on_event(callback)
+
+    def start_health_checks(self, interval: float = 10.0) -> None:
+        self.multiplexer.start_health_checks(interval)
+
+    # the verbs
+    async def put_object(
+        self, bucket: str, key: str, body: bytes | str | BinaryIO, **kw: Any
+    ) -> dict[str, Any]:
+        return await self._call(self.multiplexer.put_object, bucket, key, body, **kw)
+
+    async def get_object(
+        self, bucket: str, key: str, range: str | None = None, **kw: Any
+    ) -> dict[str, Any]:
+        return await self._call(self.multiplexer.get_object, bucket, key, range, **kw)
+
+    async def head_object(self, bucket: str, key: str, **kw: Any) -> dict[str, Any]:
+        return await self._call(self.multiplexer.head_object, bucket, key, **kw)
+
+    async def delete_object(self, bucket: str, key: str, **kw: Any) -> dict[str, Any]:
+        return await self._call(self.multiplexer.delete_object, bucket, key, **kw)
+
+    async def copy_object(
+        self, bucket: str, key: str, source_bucket: str, source_key: str, **kw: Any
+    ) -> dict[str, Any]:
+        return await self._call(
+            self.multiplexer.copy_object, bucket, key, source_bucket, source_key, **kw
+        )
+
+    async def list_objects(
+        self, bucket: str, prefix: str | None = None, max_keys: int | None = None, **kw: Any
+    ) -> dict[str, Any]:
+        return await self._call(self.multiplexer.list_objects, bucket, prefix, max_keys, **kw)
+
+    async def upload_file(
+        self,
+        file_path: str,
+        bucket: str,
+        key: str,
+        extra_args: Mapping[str, Any] | None = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
+        return await self._call(
+            self.multiplexer.upload_file, file_path, bucket, key, extra_args, **kw
+        )
+
+    async def download_file(
+        self, bucket: str, key: str, file_path: str, **kw: Any
+    ) -> dict[str, Any]:
+        return await self._call(self.multiplexer.download_file, bucket, key, file_path, **kw)
+
+    async def create_presigned_url(
+        self, bucket: str, key: str, expiration: int = 3600, **kw: Any
+    ) -> str:
+        return self.multiplexer.create_presigned_url(bucket, key, expiration, **kw)
+
+    async def presign_all(
+        self, bucket: str, key: str, expiration: int = 3600, *, strategy: str | Router | None = None
+    ) -> list[str]:
+        return self.multiplexer.presign_all(bucket, key, expiration, strategy=strategy)
+
+    async def create_bucket(self, bucket: str, **kw: Any) -> dict[str, Any]:
+        return await self._call(self.multiplexer.create_bucket, bucket, **kw)
+
+    async def delete_bucket(self, bucket: str, **kw: Any) -> dict[str, Any]:
+        return await self._call(self.multiplexer.delete_bucket, bucket, **kw)
+
+    async def list_buckets(self, **kw: Any) -> dict[str, Any]:
+        return await self._call(self.multiplexer.list_buckets, **kw)
+
+    async def replicate(
+        self,
+        file_path: str,
+        bucket: str,
+        key: str,
+        endpoints: Iterable[str] | None = None,
+        min_success: int | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        return await self._call(
+            self.multiplexer.replicate, file_path, bucket, key, endpoints, min_success
+        )
+
+    async def check_health(self, bucket: str | None = None, timeout: float = 5.0) -> list[str]:
+        return await self._call(self.multiplexer.check_health, bucket, timeout)
+
+    async def remove_endpoint(self, name: str, drain_timeout: float = 30.0) -> None:
+        await self._call(self.multiplexer.remove_endpoint, name, drain_timeout)
+
+    async def close(self) -> None:
+        """Wait for requests still running on the pool, then release every connection."""
+        await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(self._executor.shutdown, wait=True)
+        )
+        self.multiplexer.close()
+
+    async def __aenter__(self) -> AsyncMultiplexer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<AsyncMultiplexer {self.multiplexer!r}>"
