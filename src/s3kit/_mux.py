@@ -119,29 +119,26 @@ class Multiplexer:
         access_key: str | None = None,
         secret_key: str | None = None,
         *,
-        max_concurrent: int = 5,
-        circuit_breaker_threshold: int = 5,
-        retries: int = 3,
+        max_concurrent: int | None = None,
+        circuit_breaker_threshold: int | None = None,
+        retries: int | None = None,
         **options: Any,
     ) -> Endpoint:
-        """Add an endpoint (no network call). Returns its handler."""
+        """Add an endpoint (no network call). Returns its handler.
+
+        Options given here beat the multiplexer's defaults, which beat the built-in ones
+        (``max_concurrent=5``, ``circuit_breaker_threshold=5``, ``retries=3``, …).
+        """
         if not isinstance(name, str) or not name:
             raise InvalidArgument("name", "must be a non-empty string")
-        merged = {
-            "max_concurrent": max_concurrent,
-            "circuit_breaker_threshold": circuit_breaker_threshold,
-            "retries": retries,
-            **self._defaults,
-        }
-        # explicit arguments beat the multiplexer's defaults, except the signature's defaults
-        for key, value, default in (
-            ("max_concurrent", max_concurrent, 5),
-            ("circuit_breaker_threshold", circuit_breaker_threshold, 5),
-            ("retries", retries, 3),
+        merged = {**self._defaults, **options}
+        for key, value in (
+            ("max_concurrent", max_concurrent),
+            ("circuit_breaker_threshold", circuit_breaker_threshold),
+            ("retries", retries),
         ):
-            if value != default:
+            if value is not None:
                 merged[key] = value
-        merged.update(options)
         config = make_config(
             endpoint_url,
             self._access_key if access_key is None else access_key,
@@ -303,11 +300,19 @@ class Multiplexer:
     ) -> dict[str, Any]:
         """Send to the first available endpoint, with its own retries, and never fail over."""
         attempts: list[tuple[str, BaseException]] = []
+        saturated: list[Endpoint] = []
         for ep in self.ranked(op, strategy):
             try:
                 return ep.run(op, wait=False, deadline=deadline)
-            except (CircuitOpenError, EndpointSaturated) as exc:
+            except CircuitOpenError as exc:
                 attempts.append((ep.name, exc))  # nothing was sent: another may take it
+            except EndpointSaturated as exc:
+                attempts.append((ep.name, exc))
+                saturated.append(ep)
+        if saturated:
+            # Every available endpoint was busy: wait for a slot on the least loaded.
+            ep = min(saturated, key=lambda e: e.limiter.in_flight)
+            return ep.run(op, wait=True, deadline=deadline)
         raise NoHealthyEndpoint(op.name, attempts) from (attempts[-1][1] if attempts else None)
 
     def _failover(
