@@ -242,8 +242,10 @@ class Endpoint:
                             operation=op.name,
                             attempt_count=0,
                         )
-                    if remaining < self.config.read_timeout:
-                        timeout = remaining
+                    # The attempt's budget: transports shorten their read timeout to it and
+                    # check it between body chunks (a trickling server resets the read
+                    # timeout on every byte).
+                    timeout = remaining
                 try:
                     result = op.attempt(self, timeout)
                 except EndpointError as exc:

@@ -32,6 +32,14 @@ Example::
         srv.create_bucket("b")
         srv.client().put_object(Bucket="b", Key="k", Body=b"v")
 
+Network faults (latency, slow links, blackholes, resets, truncated bodies, refused
+connections, canned 503 SlowDown / 500 answers) come from a :class:`FaultProxy` put in front
+of a server::
+
+    with S3Server("nanio") as srv, FaultProxy(srv.port) as proxy:
+        proxy.set_mode("error", status=503, code="SlowDown", fraction=0.2)
+        ...  # point the endpoint at proxy.url
+
 Servers are started with ``start_new_session=True`` (a Ctrl-C in the terminal does not
 reach them before our cleanup runs) and log to a temporary file, whose tail is included
 in the error when a server fails to start. An ``atexit`` hook stops every server this
@@ -64,10 +72,12 @@ import botocore.config
 import botocore.handlers
 from botocore.exceptions import ClientError
 
+from ._proxy import FaultProxy
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["S3Server", "S3ServerPool", "free_port"]
+__all__ = ["FaultProxy", "S3Server", "S3ServerPool", "free_port"]
 
 _HOST = "127.0.0.1"
 _KINDS = ("moto", "nanio")

@@ -59,6 +59,7 @@ __all__ = ["Boto3Transport", "map_boto_error"]
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 TRANSFER_CONCURRENCY = 8
 CHUNK = 1024 * 1024
+DEADLINE_CHUNK = 64 * 1024  # under a deadline, check the clock at least this often
 TRANSFER = "transfer"
 
 _NUMERIC_CODES = {
@@ -314,11 +315,19 @@ class Boto3Transport:
         if range is not None:
             params["Range"] = range
         client = self._client_for(timeout)
+        ends = None if timeout is None else time.monotonic() + timeout
         try:
             resp = client.get_object(Bucket=bucket, Key=key, **params)
             body = resp["Body"]
             try:
-                data = body.read()  # verifies Content-Length: a cut body raises
+                if ends is None:
+                    data = body.read()  # verifies Content-Length: a cut body raises
+                else:
+                    parts = []
+                    for chunk in body.iter_chunks(DEADLINE_CHUNK):  # also verifies length
+                        parts.append(chunk)
+                        self._check_deadline(ends, "get_object")
+                    data = b"".join(parts)
             finally:
                 body.close()
         except EndpointError:
@@ -477,22 +486,26 @@ class Boto3Transport:
                 state.response = _strip(resp)
             body = resp["Body"]
             try:
-                for chunk in body.iter_chunks(CHUNK):
+                for chunk in body.iter_chunks(CHUNK if deadline is None else DEADLINE_CHUNK):
                     fileobj.write(chunk)
                     state.md5.update(chunk)
                     state.offset += len(chunk)
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise ReadTimeout(
-                            f"deadline passed while downloading from {self._cfg.name}",
-                            endpoint=self._cfg.name,
-                            operation="download_file",
-                        )
+                    if deadline is not None:
+                        self._check_deadline(deadline, "download_file")
             finally:
                 body.close()
         except EndpointError:
             raise
         except Exception as exc:
             raise map_boto_error(exc, self._cfg.name, "download_file") from exc
+
+    def _check_deadline(self, deadline: float, operation: str) -> None:
+        if time.monotonic() > deadline:
+            raise ReadTimeout(
+                f"deadline passed while reading the body from {self._cfg.name}",
+                endpoint=self._cfg.name,
+                operation=operation,
+            )
 
     def presign(self, bucket: str, key: str, expiration: int, method: str) -> str:
         client_method = {"GET": "get_object", "PUT": "put_object", "HEAD": "head_object"}[method]
