@@ -75,7 +75,7 @@ OPTION_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {name: f.default for name, f in _OPTION_FIELDS.items() if f.default is not MISSING}
 )
 
-_TRANSPORTS = ("boto3",)  # "obstore" arrives with the fast-transport issue
+_TRANSPORTS = ("boto3", "obstore")
 _POSITIVE_TIMEOUTS = (
     "connect_timeout",
     "read_timeout",

@@ -119,6 +119,10 @@ def make_transport(config: EndpointConfig) -> Transport:
         from ._boto3 import Boto3Transport
 
         return Boto3Transport(config)
+    if config.transport == "obstore":
+        from ._obstore import ObstoreTransport
+
+        return ObstoreTransport(config)
     from .._errors import ConfigError
 
     raise ConfigError(f"unknown transport {config.transport!r}")

@@ -368,9 +368,12 @@ class Boto3Transport:
         extra: Mapping[str, Any] | None,
         timeout: float | None,
     ) -> dict[str, Any]:
-        # A server-side copy of a large object legitimately takes long before answering.
-        long_timeout = self._cfg.long_op_timeout if timeout is None else timeout
-        client = self._client(long_timeout)
+        # A server-side copy may legitimately take long before answering; under a deadline the
+        # client is one of a few cached per rounded budget (as in _client_for).
+        if timeout is None or timeout >= self._cfg.long_op_timeout:
+            client = self._client(float(self._cfg.long_op_timeout))
+        else:
+            client = self._client(max(0.25, math.ceil(timeout * 4) / 4.0))
         return self._call(
             "copy_object",
             client.copy_object,
