@@ -9,6 +9,7 @@ from __future__ import annotations
 from ._async import AsyncMultiplexer
 from ._compat import S3EndpointMultiplexer, S3Kit, s3_kit
 from ._config import EndpointConfig
+from ._configfile import ConfigSpec, load_config
 from ._endpoint import Endpoint
 from ._errors import (
     AccessDenied,
@@ -49,6 +50,7 @@ __all__ = [
     "BreakerStateChanged",
     "CircuitOpenError",
     "ConfigError",
+    "ConfigSpec",
     "ConnectTimeout",
     "ConnectionFailed",
     "Endpoint",
@@ -75,5 +77,6 @@ __all__ = [
     "Throttled",
     "TransportError",
     "__version__",
+    "load_config",
     "s3_kit",
 ]

@@ -106,17 +106,46 @@ def _interleave(
     return rows
 
 
+def _raw_obstore(url: str, ak: str, sk: str) -> Any:
+    """A plain obstore store as its users would make one (retries off, as s3kit sets them)."""
+    try:
+        from obstore.store import S3Store
+    except ImportError:
+        return None
+    return S3Store(
+        BUCKET,
+        config={
+            "endpoint": url,
+            "region": "us-east-1",
+            "access_key_id": ak,
+            "secret_access_key": sk,
+            "virtual_hosted_style_request": False,
+        },
+        client_options={"allow_http": True},
+        retry_config={"max_retries": 0},
+    )
+
+
 def bench_small(
     url: str, ak: str, sk: str, *, ops: int, reps: int, threads: Sequence[int]
 ) -> list[Row]:
-    """HEAD and GET of a 1 KiB object: s3kit vs a shared boto3 client vs a client per call."""
+    """HEAD and GET of a 1 KiB object: s3kit vs a shared boto3 client vs a client per call,
+    and, when obstore is installed, s3kit's obstore transport vs raw obstore."""
     from ._compat import s3_kit
 
     shared = _raw_client(url, ak, sk)
     shared.put_object(Bucket=BUCKET, Key=KEY, Body=os.urandom(1024))
-    handler = s3_kit().create_s3_endpoint_handler(url, ak, sk, max_concurrent=64)
+    kit = s3_kit()
+    handler = kit.create_s3_endpoint_handler(url, ak, sk, max_concurrent=64)
+    store = _raw_obstore(url, ak, sk)
+    fast = (
+        kit.create_s3_endpoint_handler(url, ak, sk, max_concurrent=64, transport="obstore")
+        if store is not None
+        else None
+    )
     rows: list[Row] = []
     for op in ("head", "get"):
+        variants: dict[str, Callable[[], Any]]
         if op == "head":
             variants = {
                 "boto3 shared client": lambda: shared.head_object(Bucket=BUCKET, Key=KEY),
@@ -132,6 +161,15 @@ def bench_small(
                 ].read(),
                 "s3kit (boto3)": lambda: handler.get_object(BUCKET, KEY)["Body"],
             }
+        if store is not None and fast is not None:
+            import obstore
+
+            if op == "head":
+                variants["obstore raw"] = lambda: obstore.head(store, KEY)
+                variants["s3kit (obstore)"] = lambda: fast.head_object(BUCKET, KEY)
+            else:
+                variants["obstore raw"] = lambda: obstore.get(store, KEY).bytes()
+                variants["s3kit (obstore)"] = lambda: fast.get_object(BUCKET, KEY)["Body"]
         for n in threads:
             # a new client per call costs ~10 ms: fewer of those keep the run short
             small = {k: v for k, v in variants.items() if "per call" not in k}
@@ -145,6 +183,8 @@ def bench_small(
                     reps=reps,
                 )
     handler.close()
+    if fast is not None:
+        fast.close()
     return rows
 
 
@@ -406,7 +446,7 @@ def _print_report(report: dict[str, Any]) -> None:
             extra,
         )
     console.print(table)
-    ratios = Table(title="s3kit / plain boto3 (same run)")
+    ratios = Table(title="ratios, measured side by side in the same run")
     for col in ("scenario", "threads", "cpu ratio", "throughput ratio"):
         ratios.add_column(col)
     for r in report["ratios"]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import random
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -110,6 +111,18 @@ class Multiplexer:
             )
         if health_interval is not None:
             self.start_health_checks(health_interval)
+
+    @classmethod
+    def from_config(
+        cls, path: str | os.PathLike[str] | None = None, **overrides: Any
+    ) -> Multiplexer:
+        """A multiplexer from a TOML file: ``path``, else ``$S3KIT_CONFIG``, else ``./s3kit.toml``.
+
+        See docs/configuration.md for the schema; ``overrides`` are Multiplexer keywords.
+        """
+        from ._configfile import multiplexer_from_config
+
+        return multiplexer_from_config(path, **overrides)
 
     # -------------------------------------------------------------- membership
     def add_endpoint(
