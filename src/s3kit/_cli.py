@@ -677,11 +677,10 @@ def _plan_prefix(s: _Session, src: Location, dst: Location) -> list[_Transfer]:
 class _Progress:
     """Byte and file progress of a cp, drawn by rich when stdout is a terminal.
 
-    Bytes are counted as they move, by botocore hooks (see :func:`_install_byte_hooks`): each
-    PutObject / UploadPart body once the server took it, and GetObject bodies as they are read,
-    attributed to their key and capped at the object's size (a retried part or a resumed download
-    is not counted twice). When a file is done, whatever the hooks did not see is added. A
-    remote-to-remote copy moves each byte twice (down, then up): each leg counts half.
+    Bytes are counted as they move, through the transfers' ``callback=`` (negative when an
+    attempt gives its bytes up), attributed to their key and capped at the object's size. When a
+    file is done, whatever was not reported is added. A remote-to-remote copy moves each byte
+    twice (down, then up): each leg counts half.
     """
 
     def __init__(self, plan: list[_Transfer], kind: str) -> None:
@@ -731,7 +730,7 @@ class _Progress:
         if leg not in self._sizes:
             return  # not part of this copy (a HEAD for the plan, say)
         before = self._counted.get(leg, 0)
-        after = before + nbytes
+        after = max(0, before + nbytes)  # negative when an attempt's bytes are given up
         size = self._sizes[leg]
         if size is not None:
             after = min(after, size)
@@ -761,20 +760,18 @@ class _Progress:
         self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def __enter__(self) -> _Progress:
-        global _SINK
-        _SINK = self
         self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        global _SINK
-        _SINK = None
         self.progress.stop()
+
+    def counter(self, direction: str, key: str) -> Callable[[int], None]:
+        """A ``callback=`` for one leg of a transfer."""
+        return lambda nbytes: self.add(direction, key, nbytes)
 
 
 _LEGS = {"upload": ("put",), "download": ("get",), "copy": ("get", "put")}
-_SINK: _Progress | None = None  # the cp progress the botocore hooks report to
-_HOOKS_INSTALLED = False
 
 
 def _legs(t: _Transfer) -> list[tuple[str, str]]:
@@ -786,110 +783,10 @@ def _legs(t: _Transfer) -> list[tuple[str, str]]:
     return legs
 
 
-def _install_byte_hooks() -> None:
-    """Count the bytes of PutObject, UploadPart and GetObject calls for the progress bar.
-
-    An endpoint keeps more than one botocore client (multipart transfers have their own), so
-    the hooks go into botocore's list of handlers that every new session registers; the CLI owns
-    its process and installs them before its first client exists. They do nothing unless a cp
-    progress bar is showing.
-    """
-    global _HOOKS_INSTALLED
-    if _HOOKS_INSTALLED:
-        return
-    import botocore.handlers
-
-    specs = [
-        ("before-parameter-build.s3.PutObject", _remember_put),
-        ("before-parameter-build.s3.UploadPart", _remember_put),
-        ("after-call.s3.PutObject", _count_put),
-        ("after-call.s3.UploadPart", _count_put),
-        ("before-parameter-build.s3.GetObject", _remember_get),
-        ("after-call.s3.GetObject", _count_get),
-    ]
-    botocore.handlers.BUILTIN_HANDLERS.extend(specs)
-    _HOOKS_INSTALLED = True
-
-
-def _remember_put(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-    if _SINK is not None:
-        context["s3kit_cli_leg"] = (str(params.get("Key")), _body_size(params.get("Body")))
-
-
-def _count_put(http_response: Any, context: dict[str, Any], **_: Any) -> None:
-    sink, leg = _SINK, context.get("s3kit_cli_leg")
-    if sink is not None and leg is not None and getattr(http_response, "status_code", 500) < 300:
-        sink.add("put", leg[0], leg[1])
-
-
-def _remember_get(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-    if _SINK is not None:
-        context["s3kit_cli_leg"] = (str(params.get("Key")), 0)
-
-
-def _count_get(
-    http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any
-) -> None:
-    sink, leg = _SINK, context.get("s3kit_cli_leg")
-    if (
-        sink is not None
-        and leg is not None
-        and getattr(http_response, "status_code", 500) < 300
-        and "Body" in parsed
-    ):
-        key = leg[0]
-        parsed["Body"] = _CountingBody(parsed["Body"], lambda n: sink.add("get", key, n))
-
-
-def _body_size(body: Any) -> int:
-    if body is None:
-        return 0
-    if isinstance(body, (bytes, bytearray, memoryview)):
-        return len(body)
-    with contextlib.suppress(TypeError):
-        return len(body)
-    try:
-        pos = body.tell()
-        end = body.seek(0, os.SEEK_END)
-        body.seek(pos)
-        return max(0, int(end) - int(pos))
-    except Exception:
-        return 0
-
-
-class _CountingBody:
-    """A GetObject body that reports how many bytes were read from it."""
-
-    def __init__(self, body: Any, count: Callable[[int], None]) -> None:
-        self._body = body
-        self._count = count
-
-    def read(self, amt: int | None = None) -> bytes:
-        data: bytes = self._body.read(amt)
-        if data:
-            self._count(len(data))
-        return data
-
-    def iter_chunks(self, chunk_size: int = 1024) -> Iterator[bytes]:
-        while True:
-            data = self.read(chunk_size)
-            if not data:
-                return
-            yield data
-
-    def close(self) -> None:
-        self._body.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._body, name)
-
-
 def _cmd_cp(s: _Session) -> int:
     if s.args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     show_progress = not s.json and sys.stdout.isatty() and _have_rich()
-    if show_progress:
-        _install_byte_hooks()  # before the first botocore client exists
     src, dst = s.parse(s.args.src), s.parse(s.args.dst)
     plan = _plan(s, src, dst, s.args.recursive)
     show_progress = show_progress and bool(plan)
@@ -914,7 +811,7 @@ def _cmd_cp(s: _Session) -> int:
         if progress is not None:
             stack.enter_context(progress)
         pool = stack.enter_context(_pool(s.args.jobs))
-        futures = {pool.submit(_transfer, s, t, tmpdir): t for t in plan}
+        futures = {pool.submit(_transfer, s, t, tmpdir, progress): t for t in plan}
         for future in concurrent.futures.as_completed(futures):
             t = futures[future]
             try:
@@ -980,24 +877,32 @@ def _with_size(s: _Session, t: _Transfer) -> _Transfer:
     return _Transfer(t.src, t.dst, head.get("ContentLength"))
 
 
-def _transfer(s: _Session, t: _Transfer, tmpdir: str | None) -> dict[str, Any]:
+def _transfer(
+    s: _Session, t: _Transfer, tmpdir: str | None, progress: _Progress | None
+) -> dict[str, Any]:
     mux = s.mux
     src, dst = t.src, t.dst
+    put_cb = progress.counter("put", dst.key) if progress is not None and dst.remote else None
+    get_cb = progress.counter("get", src.key) if progress is not None and src.remote else None
     if not src.remote:
         assert src.local is not None
-        return mux.upload_file(src.local, dst.bucket, dst.key, endpoint=dst.endpoint)
+        return mux.upload_file(
+            src.local, dst.bucket, dst.key, endpoint=dst.endpoint, callback=put_cb
+        )
     if not dst.remote:
         assert dst.local is not None
         if not dst.local:
             raise InvalidArgument("key", f"{src.key!r} would be written outside the target")
         parent = os.path.dirname(os.path.abspath(dst.local))
         os.makedirs(parent, exist_ok=True)
-        return mux.download_file(src.bucket, src.key, dst.local, endpoint=src.endpoint)
+        return mux.download_file(
+            src.bucket, src.key, dst.local, endpoint=src.endpoint, callback=get_cb
+        )
     assert tmpdir is not None
     tmp = os.path.join(tmpdir, uuid.uuid4().hex)
     try:
-        got = mux.download_file(src.bucket, src.key, tmp, endpoint=src.endpoint)
-        put = mux.upload_file(tmp, dst.bucket, dst.key, endpoint=dst.endpoint)
+        got = mux.download_file(src.bucket, src.key, tmp, endpoint=src.endpoint, callback=get_cb)
+        put = mux.upload_file(tmp, dst.bucket, dst.key, endpoint=dst.endpoint, callback=put_cb)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

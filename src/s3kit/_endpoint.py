@@ -381,20 +381,35 @@ class Endpoint:
         extra_args: Mapping[str, Any] | None = None,
         *,
         timeout: float | None = None,
+        callback: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
-        """Upload a local file (multipart above 8 MiB). Returns Bucket, Key, ETag, Endpoint."""
+        """Upload a local file (multipart above 8 MiB). Returns Bucket, Key, ETag, Endpoint.
+
+        ``callback(n)`` is called with byte counts as they are sent (negative when an attempt's
+        bytes are given up), like boto3's ``Callback``.
+        """
         path = check_upload_source(file_path)
-        op = _ops.upload_file(path, check_bucket(bucket), check_key(key), extra_args)
+        op = _ops.upload_file(path, check_bucket(bucket), check_key(key), extra_args, callback)
         return self._execute(op, check_timeout(timeout))
 
     def download_file(
-        self, bucket: str, key: str, file_path: str, *, timeout: float | None = None
+        self,
+        bucket: str,
+        key: str,
+        file_path: str,
+        *,
+        timeout: float | None = None,
+        callback: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
-        """Download to ``file_path`` atomically: a temp file beside it, renamed when complete."""
+        """Download to ``file_path`` atomically: a temp file beside it, renamed when complete.
+
+        ``callback(n)`` is called with byte counts as they arrive (negative when a download
+        starts over), like boto3's ``Callback``.
+        """
         path = check_download_target(file_path)
         t = check_timeout(timeout)
         deadline = None if t is None else self._clock.monotonic() + t
-        op = _ops.download_file(check_bucket(bucket), check_key(key), path, deadline)
+        op = _ops.download_file(check_bucket(bucket), check_key(key), path, deadline, callback)
         return self._execute(op, t)
 
     def list_objects(

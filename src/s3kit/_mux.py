@@ -418,9 +418,15 @@ class Multiplexer:
         endpoint: str | None = None,
         strategy: str | Router | None = None,
         timeout: float | None = None,
+        callback: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
+        """Upload a file; ``callback(n)`` gets byte counts as they are sent (see Endpoint)."""
         op = _ops.upload_file(
-            check_upload_source(file_path), check_bucket(bucket), check_key(key), extra_args
+            check_upload_source(file_path),
+            check_bucket(bucket),
+            check_key(key),
+            extra_args,
+            callback,
         )
         return self._run(op, endpoint, strategy, self._deadline(timeout))
 
@@ -433,10 +439,12 @@ class Multiplexer:
         endpoint: str | None = None,
         strategy: str | Router | None = None,
         timeout: float | None = None,
+        callback: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
+        """Download atomically; ``callback(n)`` gets byte counts as they arrive (see Endpoint)."""
         path = check_download_target(file_path)
         deadline = self._deadline(timeout)
-        op = _ops.download_file(check_bucket(bucket), check_key(key), path, deadline)
+        op = _ops.download_file(check_bucket(bucket), check_key(key), path, deadline, callback)
         return self._run(op, endpoint, strategy, deadline)
 
     def put_object(

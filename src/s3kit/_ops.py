@@ -122,11 +122,30 @@ def list_objects(
 
 
 def upload_file(
-    file_path: str, bucket: str, key: str, extra: Mapping[str, Any] | None = None
+    file_path: str,
+    bucket: str,
+    key: str,
+    extra: Mapping[str, Any] | None = None,
+    callback: Callable[[int], None] | None = None,
 ) -> Op:
     def attempt(ep: Endpoint, timeout: float | None) -> dict[str, Any]:
         phys = ep.config.physical_bucket(bucket)
-        resp = ep.transport.upload_file(file_path, phys, key, extra, timeout)
+        if callback is None:
+            resp = ep.transport.upload_file(file_path, phys, key, extra, timeout)
+            return {**resp, "Bucket": bucket, "Key": key}
+        sent = 0
+
+        def count(n: int) -> None:
+            nonlocal sent
+            sent += n
+            callback(n)
+
+        try:
+            resp = ep.transport.upload_file(file_path, phys, key, extra, timeout, count)
+        except BaseException:
+            if sent:
+                callback(-sent)  # this attempt's bytes are given up; a retry counts anew
+            raise
         return {**resp, "Bucket": bucket, "Key": key}
 
     return Op("upload_file", attempt, WRITE, bucket, key)
@@ -161,7 +180,15 @@ class _Download:
     another version. On failure the target keeps its old content.
     """
 
-    def __init__(self, bucket: str, key: str, path: str, deadline: float | None) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        key: str,
+        path: str,
+        deadline: float | None,
+        callback: Callable[[int], None] | None = None,
+    ) -> None:
+        self.callback = callback
         self.bucket = bucket
         self.key = key
         self.path = path
@@ -169,10 +196,11 @@ class _Download:
         self.dir = os.path.dirname(os.path.abspath(path))
         self.tmp: str | None = None
         self.fh: BinaryIO | None = None
-        self.state = DownloadState(deadline=deadline)
+        self.state = DownloadState(deadline=deadline, progress=callback)
         self.endpoint: object = None
 
     def _fresh(self, ep: object) -> BinaryIO:
+        self.state.restart()  # gives back the bytes counted so far, if any
         self.cleanup()
         name = os.path.join(
             self.dir, f".{os.path.basename(self.path)}.s3kit-{secrets.token_hex(4)}"
@@ -181,7 +209,7 @@ class _Download:
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         self.tmp = name
         self.fh = os.fdopen(fd, "wb")
-        self.state = DownloadState(deadline=self.deadline)
+        self.state = DownloadState(deadline=self.deadline, progress=self.callback)
         self.endpoint = ep
         return self.fh
 
@@ -233,6 +261,12 @@ class _Download:
             self.tmp = None
 
 
-def download_file(bucket: str, key: str, file_path: str, deadline: float | None = None) -> Op:
-    dl = _Download(bucket, key, file_path, deadline)
+def download_file(
+    bucket: str,
+    key: str,
+    file_path: str,
+    deadline: float | None = None,
+    callback: Callable[[int], None] | None = None,
+) -> Op:
+    dl = _Download(bucket, key, file_path, deadline, callback)
     return Op("download_file", dl.attempt, READ, bucket, key, cleanup=dl.cleanup)

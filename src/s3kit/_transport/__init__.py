@@ -12,7 +12,8 @@ Results are plain dicts in boto3's shapes, without ``"Endpoint"`` (the core adds
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
@@ -31,9 +32,22 @@ class DownloadState:
     md5: Any = field(default_factory=hashlib.md5)
     response: dict[str, Any] = field(default_factory=dict)
     deadline: float | None = None  # monotonic time; checked between body chunks
+    progress: Callable[[int], None] | None = None  # called with each chunk's size (and minus
+    # the bytes given up when a download starts over, as s3transfer does)
+
+    def take(self, fileobj: BinaryIO, chunk: bytes) -> bool:
+        """Write one body chunk; returns True once the deadline has passed."""
+        fileobj.write(chunk)
+        self.md5.update(chunk)
+        self.offset += len(chunk)
+        if self.progress is not None:
+            self.progress(len(chunk))
+        return self.deadline is not None and time.monotonic() > self.deadline
 
     def restart(self) -> None:
         """Forget the progress (the object changed, or the bytes were bad)."""
+        if self.progress is not None and self.offset:
+            self.progress(-self.offset)
         self.offset = 0
         self.etag = None
         self.total = None
@@ -96,6 +110,7 @@ class Transport(Protocol):
         key: str,
         extra: Mapping[str, Any] | None,
         timeout: float | None,
+        progress: Callable[[int], None] | None = None,
     ) -> dict[str, Any]: ...
 
     def download_into(

@@ -23,7 +23,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import boto3
@@ -31,6 +31,7 @@ import botocore.config
 import botocore.exceptions
 import botocore.handlers
 from s3transfer.manager import TransferConfig, TransferManager
+from s3transfer.subscribers import BaseSubscriber
 
 from .._config import EndpointConfig
 from .._errors import (
@@ -326,7 +327,8 @@ class Boto3Transport:
                     parts = []
                     for chunk in body.iter_chunks(DEADLINE_CHUNK):  # also verifies length
                         parts.append(chunk)
-                        self._check_deadline(ends, "get_object")
+                        if time.monotonic() > ends:
+                            raise self._past_deadline("get_object")
                     data = b"".join(parts)
             finally:
                 body.close()
@@ -435,20 +437,27 @@ class Boto3Transport:
         key: str,
         extra: Mapping[str, Any] | None,
         timeout: float | None,
+        progress: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
         size = os.path.getsize(file_path)
         if size < MULTIPART_THRESHOLD:
             # Below the threshold send PutObject ourselves: s3transfer drops its response, and
             # with it the ETag the caller needs.
             with open(file_path, "rb") as fh:
-                return self.put_object(bucket, key, fh, extra, timeout)
+                resp = self.put_object(bucket, key, fh, extra, timeout)
+            if progress is not None:
+                progress(size)
+            return resp
         manager = self._manager()
         target = (bucket, key)
         # The completion hook knows only bucket and key: uploads of the same key on this
         # endpoint take turns, so each one reads back its own CompleteMultipartUpload answer.
         with self._key_locks[hash(target) % len(self._key_locks)]:
             try:
-                future = manager.upload(file_path, bucket, key, extra_args=dict(extra or {}))
+                subscribers = [_Progress(progress)] if progress is not None else None
+                future = manager.upload(
+                    file_path, bucket, key, extra_args=dict(extra or {}), subscribers=subscribers
+                )
                 future.result()
             except EndpointError:
                 raise
@@ -490,11 +499,8 @@ class Boto3Transport:
             body = resp["Body"]
             try:
                 for chunk in body.iter_chunks(CHUNK if deadline is None else DEADLINE_CHUNK):
-                    fileobj.write(chunk)
-                    state.md5.update(chunk)
-                    state.offset += len(chunk)
-                    if deadline is not None:
-                        self._check_deadline(deadline, "download_file")
+                    if state.take(fileobj, chunk):
+                        raise self._past_deadline("download_file")
             finally:
                 body.close()
         except EndpointError:
@@ -502,13 +508,12 @@ class Boto3Transport:
         except Exception as exc:
             raise map_boto_error(exc, self._cfg.name, "download_file") from exc
 
-    def _check_deadline(self, deadline: float, operation: str) -> None:
-        if time.monotonic() > deadline:
-            raise ReadTimeout(
-                f"deadline passed while reading the body from {self._cfg.name}",
-                endpoint=self._cfg.name,
-                operation=operation,
-            )
+    def _past_deadline(self, operation: str) -> ReadTimeout:
+        return ReadTimeout(
+            f"deadline passed while reading the body from {self._cfg.name}",
+            endpoint=self._cfg.name,
+            operation=operation,
+        )
 
     def presign(self, bucket: str, key: str, expiration: int, method: str) -> str:
         client_method = {"GET": "get_object", "PUT": "put_object", "HEAD": "head_object"}[method]
@@ -539,6 +544,16 @@ class Boto3Transport:
             transfer.shutdown()
         for client in clients:
             client.close()
+
+
+class _Progress(BaseSubscriber):
+    """Forwards s3transfer's byte counts (negative when a part is retried)."""
+
+    def __init__(self, progress: Callable[[int], None]) -> None:
+        self._progress = progress
+
+    def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+        self._progress(bytes_transferred)
 
 
 def _remember_target(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:

@@ -35,7 +35,6 @@ import math
 import os
 import re
 import threading
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
@@ -751,10 +750,11 @@ class ObstoreTransport:
         key: str,
         extra: Mapping[str, Any] | None,
         timeout: float | None,
+        progress: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
         attributes = _attributes(extra)
         if attributes is None or not self._native(key):
-            return self._boto().upload_file(file_path, bucket, key, extra, timeout)
+            return self._boto().upload_file(file_path, bucket, key, extra, timeout, progress)
         import obstore
 
         multipart = os.path.getsize(file_path) >= MULTIPART_THRESHOLD
@@ -771,6 +771,8 @@ class ObstoreTransport:
                 max_concurrency=TRANSFER_CONCURRENCY,
             ),
         )
+        if progress is not None:  # obstore reports no progress: all at once when done
+            progress(os.path.getsize(file_path))
         return _put_shape(put)
 
     def download_into(
@@ -786,7 +788,6 @@ class ObstoreTransport:
             if state.etag:
                 # Never stitch two versions of the object together.
                 options["if_match"] = state.etag
-        deadline = state.deadline
         try:
             store = self._store(bucket, _STREAM, timeout)
             result: GetResult
@@ -809,10 +810,7 @@ class ObstoreTransport:
                 state.total = result.meta["size"]
                 state.response = _head_shape(result.meta, result.attributes)
             for chunk in result.stream(min_chunk_size=CHUNK):
-                fileobj.write(chunk)
-                state.md5.update(chunk)
-                state.offset += len(chunk)
-                if deadline is not None and time.monotonic() > deadline:
+                if state.take(fileobj, chunk):
                     raise ReadTimeout(
                         f"deadline passed while downloading from {self._cfg.name}",
                         endpoint=self._cfg.name,

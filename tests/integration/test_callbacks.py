@@ -1,0 +1,62 @@
+"""``callback=`` on transfers: byte counts add up to the object, across retries and resumes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from s3kit import s3_kit
+from s3kit.testing import FaultProxy, S3Server
+
+BUCKET = "callback-bucket"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[S3Server]:
+    with S3Server("moto") as srv:
+        srv.create_bucket(BUCKET)
+        yield srv
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("transport", ["boto3", "obstore"])
+@pytest.mark.parametrize("size", [3000, 9 * 1024 * 1024 + 17])
+def test_callbacks_sum_to_the_size(
+    server: S3Server, tmp_path: Path, transport: str, size: int
+) -> None:
+    handler = s3_kit().create_s3_endpoint_handler(
+        server.url, server.access_key, server.secret_key, transport=transport
+    )
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(size))
+    sent: list[int] = []
+    handler.upload_file(str(src), BUCKET, f"cb/{transport}/{size}", callback=sent.append)
+    assert sum(sent) == size
+    got: list[int] = []
+    out = tmp_path / "out.bin"
+    handler.download_file(BUCKET, f"cb/{transport}/{size}", str(out), callback=got.append)
+    assert sum(got) == size
+    assert out.read_bytes() == src.read_bytes()
+    handler.close()
+
+
+@pytest.mark.timeout(90)
+def test_download_callback_counts_a_resumed_body_once(server: S3Server, tmp_path: Path) -> None:
+    size = 4 * 1024 * 1024
+    data = os.urandom(size)
+    server.client().put_object(Bucket=BUCKET, Key="cb/resume", Body=data)
+    with FaultProxy(server.port) as proxy:
+        handler = s3_kit().create_s3_endpoint_handler(
+            proxy.url, server.access_key, server.secret_key, retries=2, backoff_base_s=0.01
+        )
+        proxy.set_mode("truncate", after_bytes=1024 * 1024, count=1)
+        got: list[int] = []
+        out = tmp_path / "resumed.bin"
+        handler.download_file(BUCKET, "cb/resume", str(out), callback=got.append)
+        assert out.read_bytes() == data
+        assert sum(got) == size
+        assert handler.stats().retries == 1
+        handler.close()
