@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: demo test lint unit integration clean
+.PHONY: demo test lint unit integration bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || { $(PY) -m pip install --quiet virtualenv && $(PY) -m virtualenv $(VENV); }
@@ -37,6 +37,9 @@ unit: $(VENV)/.test
 
 integration: $(VENV)/.test
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration tests/compat
+
+bench: $(VENV)/.test
+	$(BIN)/s3kit bench
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -361,22 +361,30 @@ def bench_scaling(
 
 
 def _ratios(rows: list[Row]) -> list[dict[str, Any]]:
-    """s3kit's CPU per op and throughput against the shared boto3 client in the same group."""
+    """Every variant against plain boto3 in the same group, and s3kit's obstore transport
+    against raw obstore: CPU per op and throughput ratios."""
     out = []
-    base = {
-        (r.scenario, r.threads): r
-        for r in rows
-        if r.variant in ("boto3 shared client", "boto3 s3transfer")
-    }
+    plain = ("boto3 shared client", "boto3 s3transfer")
+    boto = {(r.scenario, r.threads): r for r in rows if r.variant in plain}
+    raw = {(r.scenario, r.threads): r for r in rows if r.variant == "obstore raw"}
     for r in rows:
-        b = base.get((r.scenario, r.threads))
-        if b is None or b is r:
+        if r.variant in plain:
             continue
-        ratio: dict[str, Any] = {"scenario": r.scenario, "variant": r.variant, "threads": r.threads}
-        if b.cpu_ms_per_op and r.cpu_ms_per_op:
-            ratio["cpu_ratio"] = r.cpu_ms_per_op / b.cpu_ms_per_op
-        ratio["throughput_ratio"] = r.ops_per_s / b.ops_per_s
-        out.append(ratio)
+        bases = [boto.get((r.scenario, r.threads))]
+        if r.variant == "s3kit (obstore)":
+            bases.append(raw.get((r.scenario, r.threads)))
+        for b in bases:
+            if b is None:
+                continue
+            ratio: dict[str, Any] = {
+                "scenario": r.scenario,
+                "variant": f"{r.variant} / {b.variant}",
+                "threads": r.threads,
+            }
+            if b.cpu_ms_per_op and r.cpu_ms_per_op:
+                ratio["cpu_ratio"] = r.cpu_ms_per_op / b.cpu_ms_per_op
+            ratio["throughput_ratio"] = r.ops_per_s / b.ops_per_s
+            out.append(ratio)
     return out
 
 
@@ -451,7 +459,7 @@ def _print_report(report: dict[str, Any]) -> None:
         ratios.add_column(col)
     for r in report["ratios"]:
         ratios.add_row(
-            f"{r['scenario']} · {r['variant']}",
+            f"{r['scenario']}: {r['variant']}",
             str(r["threads"]),
             f"{r['cpu_ratio']:.2f}" if "cpu_ratio" in r else "",
             f"{r['throughput_ratio']:.2f}",

@@ -148,6 +148,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--servers", type=int, default=4, choices=(2, 3, 4))
     demo.add_argument("--server", dest="kind", default="nanio", choices=("nanio", "moto"))
+    bench = sub.add_parser(
+        "bench", help="measure s3kit against plain boto3 (and obstore), side by side, locally"
+    )
+    bench.add_argument("--server", dest="kind", default="moto", choices=("moto", "nanio"))
+    bench.add_argument(
+        "--scenario",
+        dest="scenarios",
+        action="append",
+        choices=("small", "large", "scaling", "failover"),
+        help="run only these (repeatable); default: all",
+    )
+    bench.add_argument("--ops", type=int, default=300, help="operations per variant and run")
+    bench.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
+    bench.add_argument("--size-mb", type=int, default=256, help="object size of 'large'")
+    bench.add_argument("--json", dest="bench_json", action="store_true", help="JSON output")
     return parser
 
 
@@ -166,6 +181,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 2
         return run_demo(servers=args.servers, kind=args.kind)
+    if args.command == "bench":
+        from ._bench import run_bench
+
+        if args.ops < 8 or args.reps < 1 or args.size_mb < 1:
+            _error("bench: --ops must be >= 8, --reps and --size-mb >= 1")
+            return EXIT_USAGE
+        return run_bench(
+            server=args.kind,
+            scenarios=args.scenarios or ("small", "large", "scaling", "failover"),
+            ops=args.ops,
+            reps=args.reps,
+            size_mb=args.size_mb,
+            as_json=args.bench_json or bool(getattr(args, "json", False)),
+        )
     if args.command is None:
         parser.print_help()
         return 2

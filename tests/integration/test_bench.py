@@ -1,0 +1,42 @@
+"""``s3kit bench`` runs its scenarios side by side and reports ratios (numbers are not asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.timeout(240)
+def test_bench_reports_every_variant_and_ratios() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "s3kit", "bench",
+            "--scenario", "small", "--scenario", "large", "--scenario", "failover",
+            "--size-mb", "9", "--ops", "16", "--reps", "1", "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=230,
+        env={**os.environ, "AWS_EC2_METADATA_DISABLED": "true"},
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    variants = {(r["scenario"], r["variant"]) for r in report["rows"]}
+    for scenario in ("small head", "small get"):
+        for variant in ("boto3 shared client", "s3kit (boto3)", "obstore raw", "s3kit (obstore)"):
+            assert (scenario, variant) in variants
+    assert ("large up 9 MiB", "s3kit (boto3)") in variants
+    assert ("large down 9 MiB", "boto3 s3transfer") in variants
+    failover = next(r for r in report["rows"] if r["scenario"].startswith("failover"))
+    assert failover["extra"]["user_errors"] == 0
+    assert failover["extra"]["failed_attempts_on_dead"] >= 1
+    for row in report["rows"]:
+        assert row["ops_per_s"] > 0
+    ratios = {(r["scenario"], r["variant"]) for r in report["ratios"]}
+    assert ("small head", "s3kit (obstore) / obstore raw") in ratios
+    assert ("small get", "s3kit (boto3) / boto3 shared client") in ratios
