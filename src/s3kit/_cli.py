@@ -143,6 +143,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     stats.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
 
+    metrics = sub.add_parser(
+        "serve-metrics",
+        parents=[common],
+        help="serve Prometheus metrics of the configured endpoints, with health checks",
+    )
+    metrics.add_argument("--port", type=int, default=9464)
+    metrics.add_argument("--addr", default="127.0.0.1", help="listen address (127.0.0.1)")
+    metrics.add_argument(
+        "--interval", type=float, default=10.0, metavar="SECONDS", help="health checks (10)"
+    )
+    metrics.add_argument(
+        "--duration", type=float, default=None, metavar="SECONDS", help="stop after this long"
+    )
+
     demo = sub.add_parser(
         "demo", help="start local S3 servers and show routing, failover and recovery"
     )
@@ -603,6 +617,26 @@ def _cmd_stats(s: _Session) -> int:
     return EXIT_OK
 
 
+def _cmd_serve_metrics(s: _Session) -> int:
+    try:
+        from .metrics import serve
+    except ImportError as exc:
+        raise UsageError(f"serve-metrics needs pip install 's3kit[prometheus]' ({exc})") from None
+    if not 0 < s.args.port < 65536:
+        raise UsageError("--port must be between 1 and 65535")
+    if s.args.interval <= 0:
+        raise UsageError("--interval must be > 0")
+    server = serve(s.mux, s.args.port, addr=s.args.addr)
+    s.mux.start_health_checks(s.args.interval)
+    print(f"serving metrics on http://{s.args.addr}:{s.args.port}/metrics", flush=True)
+    try:
+        stop = threading.Event()
+        stop.wait(s.args.duration)  # None: until interrupted
+    finally:
+        server.shutdown()
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------------------------ cp
 @dataclass(frozen=True)
 class _Transfer:
@@ -946,6 +980,7 @@ _COMMANDS: dict[str, Callable[[_Session], int]] = {
     "presign": _cmd_presign,
     "health": _cmd_health,
     "stats": _cmd_stats,
+    "serve-metrics": _cmd_serve_metrics,
 }
 
 

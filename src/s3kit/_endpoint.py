@@ -43,6 +43,7 @@ from ._outcome import (
     CLIENT,
     FAILURE,
     RETRYABLE,
+    SUCCESS,
     THROTTLE,
     TRANSIENT,
     classify,
@@ -112,6 +113,7 @@ class Endpoint:
         self._budget = RetryBudget(config.retry_budget, clock=clock)
         self._lock = threading.Lock()
         self._latency = LatencyWindow()
+        self._by_op: dict[tuple[str, int], int] = {}  # (operation, outcome class) -> attempts
         self.requests = 0
         self.successes = 0
         self.client_errors = 0
@@ -260,6 +262,8 @@ class Endpoint:
                         self.requests += 1
                         self.successes += 1
                         self._latency.add(elapsed)
+                        by_op = self._by_op
+                        by_op[op.name, SUCCESS] = by_op.get((op.name, SUCCESS), 0) + 1
                         self._budget.record_request()
                         self.misconfigured = False
                         if not attempt:
@@ -272,7 +276,7 @@ class Endpoint:
                     return result
 
                 outcome = classify(error)
-                self._count_failure(outcome, elapsed, attempt)
+                self._count_failure(op.name, outcome, elapsed, attempt)
                 if outcome == THROTTLE:
                     limiter.on_throttle()
                 elif outcome == BAD_CREDENTIALS:
@@ -329,8 +333,9 @@ class Endpoint:
         else:
             self.breaker.on_neutral(probe)
 
-    def _count_failure(self, outcome: int, elapsed: float, attempt: int) -> None:
+    def _count_failure(self, operation: str, outcome: int, elapsed: float, attempt: int) -> None:
         with self._lock:
+            self._by_op[operation, outcome] = self._by_op.get((operation, outcome), 0) + 1
             if not attempt:
                 self.legs += 1
                 self.last_used = time.time()
@@ -532,6 +537,12 @@ class Endpoint:
                 p95_ms=p95 * 1000.0,
                 p99_ms=p99 * 1000.0,
             )
+
+    def metrics_snapshot(self) -> tuple[dict[tuple[str, int], int], list[int], float]:
+        """Attempts by (operation, outcome class), and the latency histogram's bucket counts
+        (see ``LATENCY_BUCKETS``) and sum of seconds: what the Prometheus collector exports."""
+        with self._lock:
+            return dict(self._by_op), list(self._latency.buckets), self._latency.total
 
     @property
     def latency_ewma(self) -> float:

@@ -6,11 +6,15 @@ endpoint_failures``; ``rejected_open`` and ``saturated`` (calls that sent nothin
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["EndpointStats", "LatencyWindow"]
+__all__ = ["LATENCY_BUCKETS", "EndpointStats", "LatencyWindow"]
+
+#: upper bounds (seconds) of the latency histogram's buckets; one more bucket holds the rest
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 _EWMA_ALPHA = 0.2
 
@@ -46,15 +50,19 @@ class EndpointStats:
 class LatencyWindow:
     """EWMA plus the last ``size`` samples (seconds) for percentiles. Caller holds a lock."""
 
-    __slots__ = ("_i", "_samples", "_size", "ewma")
+    __slots__ = ("_i", "_samples", "_size", "buckets", "ewma", "total")
 
     def __init__(self, size: int = 1024) -> None:
         self._size = size
         self._samples: list[float] = []
         self._i = 0
         self.ewma = 0.0
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket, not cumulative
+        self.total = 0.0
 
     def add(self, seconds: float) -> None:
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
         if not self._samples:
             self.ewma = seconds
         else:
