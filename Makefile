@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: demo test lint unit integration bench clean
+.PHONY: demo test test-faults lint unit integration bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || { $(PY) -m pip install --quiet virtualenv && $(PY) -m virtualenv $(VENV); }
@@ -25,7 +25,11 @@ demo: $(VENV)/.cli
 
 test: $(VENV)/.test
 	$(MAKE) --no-print-directory lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not faults"
+
+# The full fault matrix (the quick subset runs in make test).
+test-faults: $(VENV)/.test
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m faults tests/faults
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check src tests

@@ -52,11 +52,14 @@ from ._retry import RetryBudget, backoff_delay
 from ._stats import EndpointStats, LatencyWindow
 from ._transport import Transport, make_transport
 from ._validate import (
+    check_body,
     check_bucket,
+    check_callback,
     check_download_target,
     check_expiration,
     check_key,
     check_max_keys,
+    check_optional_str,
     check_timeout,
     check_upload_source,
 )
@@ -394,7 +397,9 @@ class Endpoint:
         bytes are given up), like boto3's ``Callback``.
         """
         path = check_upload_source(file_path)
-        op = _ops.upload_file(path, check_bucket(bucket), check_key(key), extra_args, callback)
+        op = _ops.upload_file(
+            path, check_bucket(bucket), check_key(key), extra_args, check_callback(callback)
+        )
         return self._execute(op, check_timeout(timeout))
 
     def download_file(
@@ -414,7 +419,9 @@ class Endpoint:
         path = check_download_target(file_path)
         t = check_timeout(timeout)
         deadline = None if t is None else self._clock.monotonic() + t
-        op = _ops.download_file(check_bucket(bucket), check_key(key), path, deadline, callback)
+        op = _ops.download_file(
+            check_bucket(bucket), check_key(key), path, deadline, check_callback(callback)
+        )
         return self._execute(op, t)
 
     def list_objects(
@@ -427,9 +434,12 @@ class Endpoint:
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """ListObjectsV2 with every page merged (``Contents`` always present)."""
-        if prefix is not None and not isinstance(prefix, str):
-            raise InvalidArgument("prefix", f"must be a string or None, got {prefix!r}")
-        op = _ops.list_objects(check_bucket(bucket), prefix, check_max_keys(max_keys), delimiter)
+        op = _ops.list_objects(
+            check_bucket(bucket),
+            check_optional_str(prefix, "prefix"),
+            check_max_keys(max_keys),
+            check_optional_str(delimiter, "delimiter"),
+        )
         return self._execute(op, check_timeout(timeout))
 
     def delete_object(
@@ -454,7 +464,9 @@ class Endpoint:
         **extra: Any,
     ) -> dict[str, Any]:
         """GET with the whole body read (as bytes) inside the retry and the concurrency slot."""
-        op = _ops.get_object(check_bucket(bucket), check_key(key), range, extra or None)
+        op = _ops.get_object(
+            check_bucket(bucket), check_key(key), check_optional_str(range, "range"), extra or None
+        )
         return self._execute(op, check_timeout(timeout))
 
     def put_object(
@@ -466,9 +478,7 @@ class Endpoint:
         *,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        op = _ops.put_object(check_bucket(bucket), check_key(key), body, extra_args)
+        op = _ops.put_object(check_bucket(bucket), check_key(key), check_body(body), extra_args)
         return self._execute(op, check_timeout(timeout))
 
     def copy_object(

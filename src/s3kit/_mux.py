@@ -55,11 +55,14 @@ from ._retry import backoff_delay
 from ._routing import Router, make_router
 from ._stats import EndpointStats
 from ._validate import (
+    check_body,
     check_bucket,
+    check_callback,
     check_download_target,
     check_expiration,
     check_key,
     check_max_keys,
+    check_optional_str,
     check_timeout,
     check_upload_source,
 )
@@ -426,7 +429,7 @@ class Multiplexer:
             check_bucket(bucket),
             check_key(key),
             extra_args,
-            callback,
+            check_callback(callback),
         )
         return self._run(op, endpoint, strategy, self._deadline(timeout))
 
@@ -444,7 +447,9 @@ class Multiplexer:
         """Download atomically; ``callback(n)`` gets byte counts as they arrive (see Endpoint)."""
         path = check_download_target(file_path)
         deadline = self._deadline(timeout)
-        op = _ops.download_file(check_bucket(bucket), check_key(key), path, deadline, callback)
+        op = _ops.download_file(
+            check_bucket(bucket), check_key(key), path, deadline, check_callback(callback)
+        )
         return self._run(op, endpoint, strategy, deadline)
 
     def put_object(
@@ -458,9 +463,7 @@ class Multiplexer:
         strategy: str | Router | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        op = _ops.put_object(check_bucket(bucket), check_key(key), body, extra_args)
+        op = _ops.put_object(check_bucket(bucket), check_key(key), check_body(body), extra_args)
         return self._run(op, endpoint, strategy, self._deadline(timeout))
 
     def get_object(
@@ -474,7 +477,9 @@ class Multiplexer:
         timeout: float | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
-        op = _ops.get_object(check_bucket(bucket), check_key(key), range, extra or None)
+        op = _ops.get_object(
+            check_bucket(bucket), check_key(key), check_optional_str(range, "range"), extra or None
+        )
         return self._run(op, endpoint, strategy, self._deadline(timeout))
 
     def head_object(
@@ -535,9 +540,12 @@ class Multiplexer:
         strategy: str | Router | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        if prefix is not None and not isinstance(prefix, str):
-            raise InvalidArgument("prefix", f"must be a string or None, got {prefix!r}")
-        op = _ops.list_objects(check_bucket(bucket), prefix, check_max_keys(max_keys), delimiter)
+        op = _ops.list_objects(
+            check_bucket(bucket),
+            check_optional_str(prefix, "prefix"),
+            check_max_keys(max_keys),
+            check_optional_str(delimiter, "delimiter"),
+        )
         if endpoint is None and self._router_for(strategy).name == "key-hash":
             return self._list_merged(op, max_keys, self._deadline(timeout))
         return self._run(op, endpoint, strategy, self._deadline(timeout))

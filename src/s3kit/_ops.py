@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from ._errors import ConnectionFailed
+from ._errors import ConnectionFailed, InvalidArgument
 from ._transport import DownloadState
 
 if TYPE_CHECKING:
@@ -206,7 +206,12 @@ class _Download:
             self.dir, f".{os.path.basename(self.path)}.s3kit-{secrets.token_hex(4)}"
         )
         # os.open with 0o666 lets the umask decide the mode, like a plain open() would.
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except OSError as exc:
+            raise InvalidArgument(
+                "file_path", f"cannot write beside {self.path!r}: {exc.strerror}"
+            ) from None
         self.tmp = name
         self.fh = os.fdopen(fd, "wb")
         self.state = DownloadState(deadline=self.deadline, progress=self.callback)

@@ -9,11 +9,14 @@ from typing import Any
 from ._errors import InvalidArgument
 
 __all__ = [
+    "check_body",
     "check_bucket",
+    "check_callback",
     "check_download_target",
     "check_expiration",
     "check_key",
     "check_max_keys",
+    "check_optional_str",
     "check_timeout",
     "check_upload_source",
 ]
@@ -31,10 +34,13 @@ def check_bucket(bucket: Any) -> str:
 def check_key(key: Any, argument: str = "key") -> str:
     if not isinstance(key, str) or not key:
         raise InvalidArgument(argument, f"must be a non-empty string, got {key!r}")
-    try:
-        size = len(key.encode("utf-8")) if len(key) > MAX_KEY_BYTES // 4 else 0
-    except UnicodeEncodeError:
-        raise InvalidArgument(argument, "is not valid Unicode (lone surrogate)") from None
+    if key.isascii():
+        size = len(key)
+    else:
+        try:
+            size = len(key.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise InvalidArgument(argument, "is not valid Unicode (lone surrogate)") from None
     if size > MAX_KEY_BYTES:
         raise InvalidArgument(argument, f"is longer than {MAX_KEY_BYTES} bytes in UTF-8")
     return key
@@ -85,9 +91,38 @@ def check_download_target(file_path: Any) -> str:
     path = os.fspath(file_path)
     if not isinstance(path, str):
         raise InvalidArgument("file_path", "must be a str path")
+    if "\x00" in path:
+        raise InvalidArgument("file_path", "contains a NUL byte")
     if os.path.isdir(path):
         raise InvalidArgument("file_path", f"{path!r} is a directory")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise InvalidArgument("file_path", f"directory {directory!r} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise InvalidArgument("file_path", f"directory {directory!r} is not writable")
     return path
+
+
+def check_body(body: Any) -> bytes | Any:
+    """bytes-like, str (sent as UTF-8) or a readable binary file object."""
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return body
+    if callable(getattr(body, "read", None)):
+        return body
+    raise InvalidArgument(
+        "body", f"must be bytes, str or a readable file, got {type(body).__name__}"
+    )
+
+
+def check_callback(callback: Any) -> Any:
+    if callback is not None and not callable(callback):
+        raise InvalidArgument("callback", f"must be callable, got {type(callback).__name__}")
+    return callback
+
+
+def check_optional_str(value: Any, argument: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidArgument(argument, f"must be a string or None, got {value!r}")
+    return value
