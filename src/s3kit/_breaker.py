@@ -130,11 +130,7 @@ class CircuitBreaker:
             # Only a probe closes an open breaker: a slow call that started before the endpoint
             # died may still succeed after the breaker opened, and proves nothing.
             if probe and self._state is not CLOSED:
-                old = self._state
-                self._state = CLOSED
-                self._open_s = self._base_open_s
-                self.transitions += 1
-                fire = (old, CLOSED, 0.0)
+                fire = self._close()
         if fire:
             self._fire(*fire)
 
@@ -200,13 +196,16 @@ class CircuitBreaker:
         with self._lock:
             self._failures = 0
             if self._state is not CLOSED and not self._probe_in_flight:
-                old = self._state
-                self._state = CLOSED
-                self._open_s = self._base_open_s
-                self.transitions += 1
-                fire = (old, CLOSED, 0.0)
+                fire = self._close()
         if fire:
             self._fire(*fire)
+
+    def _close(self) -> tuple[str, str, float]:
+        old = self._state
+        self._state = CLOSED
+        self._open_s = self._base_open_s
+        self.transitions += 1
+        return (old, CLOSED, 0.0)
 
     def _open(self, now: float) -> tuple[str, str, float]:
         old = self._state

@@ -619,10 +619,7 @@ class Multiplexer:
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """Create on ``endpoint``, or on every endpoint (result lists ``Endpoints``/``Failed``)."""
-        op = _ops.create_bucket(check_bucket(bucket))
-        if endpoint is not None:
-            return self._run(op, endpoint, strategy, self._deadline(timeout))
-        return self._to_all(op, self._deadline(timeout))
+        return self._admin(_ops.create_bucket(check_bucket(bucket)), endpoint, strategy, timeout)
 
     def delete_bucket(
         self,
@@ -633,7 +630,15 @@ class Multiplexer:
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """Delete on ``endpoint``, or on every endpoint (result lists ``Endpoints``/``Failed``)."""
-        op = _ops.delete_bucket(check_bucket(bucket))
+        return self._admin(_ops.delete_bucket(check_bucket(bucket)), endpoint, strategy, timeout)
+
+    def _admin(
+        self,
+        op: _ops.Op,
+        endpoint: str | None,
+        strategy: str | Router | None,
+        timeout: float | None,
+    ) -> dict[str, Any]:
         if endpoint is not None:
             return self._run(op, endpoint, strategy, self._deadline(timeout))
         return self._to_all(op, self._deadline(timeout))

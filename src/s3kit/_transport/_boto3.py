@@ -41,14 +41,11 @@ from .._errors import (
     ConnectTimeout,
     EndpointError,
     InvalidArgument,
-    NotFound,
-    PreconditionFailed,
     ReadTimeout,
     ServiceError,
-    Throttled,
 )
-from .._outcome import BAD_CREDENTIAL_CODES
 from . import DownloadState
+from ._codes import service_error
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -62,37 +59,6 @@ TRANSFER_CONCURRENCY = 8
 CHUNK = 1024 * 1024
 DEADLINE_CHUNK = 64 * 1024  # under a deadline, check the clock at least this often
 TRANSFER = "transfer"
-
-_NUMERIC_CODES = {
-    "304": "NotModified",
-    "400": "BadRequest",
-    "403": "AccessDenied",
-    "404": "NotFound",
-    "405": "MethodNotAllowed",
-    "409": "Conflict",
-    "412": "PreconditionFailed",
-    "416": "InvalidRange",
-    "429": "TooManyRequests",
-    "500": "InternalError",
-    "501": "NotImplemented",
-    "502": "BadGateway",
-    "503": "ServiceUnavailable",
-    "504": "GatewayTimeout",
-}
-_NOT_FOUND_CODES = frozenset(
-    {"NoSuchKey", "NoSuchBucket", "NotFound", "NoSuchUpload", "NoSuchVersion"}
-)
-_THROTTLE_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "TooManyRequests",
-        "RequestThrottled",
-        "ServiceUnavailable",
-    }
-)
 
 
 def map_boto_error(exc: BaseException, endpoint: str, operation: str) -> Exception:
@@ -145,30 +111,15 @@ def _map_client_error(
     headers = meta.get("HTTPHeaders") or {}
     raw_code = str(error.get("Code") or "")
     status = int(meta.get("HTTPStatusCode") or (raw_code if raw_code.isdigit() else 0))
-    code = _NUMERIC_CODES.get(raw_code, raw_code) or _NUMERIC_CODES.get(str(status), "Unknown")
-    html = "html" in str(headers.get("content-type", "")).lower()
-    kwargs: dict[str, Any] = {
-        "code": code,
-        "status": status,
-        "message": str(error.get("Message") or ""),
-        "endpoint": endpoint,
-        "operation": operation,
-        "request_id": meta.get("RequestId") or headers.get("x-amz-request-id"),
-    }
-    cls: type[ServiceError]
-    if status == 404 or code in _NOT_FOUND_CODES:
-        cls = NotFound
-    elif status == 403 or code in BAD_CREDENTIAL_CODES or code == "AccessDenied":
-        cls = AccessDenied
-    elif status == 429 or (code in _THROTTLE_CODES and not html):
-        # A 503 with an HTML body is a proxy or load balancer in trouble, not S3 asking us to
-        # slow down: it stays a plain ServiceError and counts as an endpoint failure.
-        cls = Throttled
-    elif status == 412 or code == "PreconditionFailed":
-        cls = PreconditionFailed
-    else:
-        cls = ServiceError
-    return cls(**kwargs)
+    return service_error(
+        raw_code,
+        status,
+        message=str(error.get("Message") or ""),
+        endpoint=endpoint,
+        operation=operation,
+        request_id=meta.get("RequestId") or headers.get("x-amz-request-id"),
+        html="html" in str(headers.get("content-type", "")).lower(),
+    )
 
 
 def _strip(resp: Mapping[str, Any]) -> dict[str, Any]:

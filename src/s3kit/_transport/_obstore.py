@@ -51,19 +51,15 @@ from .._errors import (
     PreconditionFailed,
     ReadTimeout,
     ServiceError,
-    Throttled,
 )
-from .._outcome import BAD_CREDENTIAL_CODES
 from . import DownloadState
 from ._boto3 import (
-    _NOT_FOUND_CODES,
-    _NUMERIC_CODES,
-    _THROTTLE_CODES,
     CHUNK,
     MULTIPART_THRESHOLD,
     TRANSFER_CONCURRENCY,
     Boto3Transport,
 )
+from ._codes import service_error
 
 if TYPE_CHECKING:
     from obstore import GetOptions, GetResult, ObjectMeta, OffsetRange, SuffixRange
@@ -150,31 +146,16 @@ def _service_error(
     status: int, reason: str, body: str, endpoint: str, operation: str
 ) -> ServiceError:
     """The same error :func:`map_boto_error` makes of this HTTP answer (class, code, status)."""
-    raw_code = _xml_field(body, "Code") or ""
-    code = _NUMERIC_CODES.get(raw_code, raw_code) or _NUMERIC_CODES.get(str(status), str(status))
     lowered = body.lstrip()[:512].lower()
-    is_html = lowered.startswith("<!doctype html") or "<html" in lowered
-    kwargs: dict[str, Any] = {
-        "code": code,
-        "status": status,
-        "message": _xml_field(body, "Message") or reason.strip(),
-        "endpoint": endpoint,
-        "operation": operation,
-        "request_id": _xml_field(body, "RequestId"),
-    }
-    cls: type[ServiceError]
-    if status == 404 or code in _NOT_FOUND_CODES:
-        cls = NotFound
-    elif status == 403 or code in BAD_CREDENTIAL_CODES or code == "AccessDenied":
-        cls = AccessDenied
-    elif status == 429 or (code in _THROTTLE_CODES and not is_html):
-        # A bodiless 503 (HEAD) is a throttle; an HTML one is a proxy in trouble.
-        cls = Throttled
-    elif status == 412 or code == "PreconditionFailed":
-        cls = PreconditionFailed
-    else:
-        cls = ServiceError
-    return cls(**kwargs)
+    return service_error(
+        _xml_field(body, "Code") or "",
+        status,
+        message=_xml_field(body, "Message") or reason.strip(),
+        endpoint=endpoint,
+        operation=operation,
+        request_id=_xml_field(body, "RequestId"),
+        html=lowered.startswith("<!doctype html") or "<html" in lowered,
+    )
 
 
 def _is_obstore_error(exc: BaseException, first: str) -> bool:
