@@ -335,6 +335,76 @@ def bench_failover(urls: list[tuple[str, str, str]], kill: Callable[[], None]) -
     ]
 
 
+def bench_routing(servers: list[tuple[str, str, str, int]], *, ops: int, reps: int) -> list[Row]:
+    """16 threads over 4 endpoints behind fault proxies: each strategy with equal endpoints,
+    then with one endpoint made 5x slower (added latency on every request)."""
+    from ._mux import Multiplexer
+    from ._proxy import FaultProxy
+
+    proxies = [FaultProxy(port).start() for _, _, _, port in servers]
+    rows: list[Row] = []
+    try:
+        for url, ak, sk, _ in servers:
+            _raw_client(url, ak, sk).put_object(Bucket=BUCKET, Key=KEY, Body=b"x" * 1024)
+        muxes = {}
+        for strategy in ("round-robin", "least-loaded", "latency"):
+            mux = Multiplexer(strategy=strategy, max_concurrent=16, read_timeout=5)
+            for i, ((_, ak, sk, _), proxy) in enumerate(zip(servers, proxies, strict=True)):
+                mux.add_endpoint(f"ep{i}", proxy.url, ak, sk)
+            muxes[strategy] = mux
+        # the typical latency through a proxy decides what "5x slower" means here
+        probe = muxes["round-robin"]
+        samples = []
+        for _ in range(40):
+            t0 = time.perf_counter()
+            probe.get_object(BUCKET, KEY, endpoint="ep0")
+            samples.append(time.perf_counter() - t0)
+        typical = statistics.median(samples)
+        for setting in ("equal", "one 5x slower"):
+            if setting != "equal":
+                proxies[-1].set_mode("latency", delay_s=4 * typical)
+            latencies: dict[str, list[float]] = {name: [] for name in muxes}
+            walls: dict[str, list[float]] = {name: [] for name in muxes}
+            for _ in range(reps):
+                for name, mux in muxes.items():
+                    lat: list[float] = []
+
+                    def one(m: Multiplexer = mux, out: list[float] = lat) -> None:
+                        t0 = time.perf_counter()
+                        m.get_object(BUCKET, KEY)
+                        out.append(time.perf_counter() - t0)  # list.append is atomic
+
+                    wall, _cpu = _timed(one, ops, 16)
+                    latencies[name] += lat
+                    walls[name].append(wall)
+            for name in muxes:
+                lat = sorted(latencies[name])
+                done = len(lat) // reps
+                wall = statistics.median(walls[name])
+                rows.append(
+                    Row(
+                        f"routing, {setting}",
+                        name,
+                        16,
+                        done,
+                        wall,
+                        0.0,
+                        done / wall,
+                        {
+                            "p50_ms": lat[len(lat) // 2] * 1e3,
+                            "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
+                            "typical_ms": typical * 1e3,
+                        },
+                    )
+                )
+        for mux in muxes.values():
+            mux.close()
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+    return rows
+
+
 def bench_scaling(
     url: str, ak: str, sk: str, *, ops: int, reps: int, threads: Sequence[int]
 ) -> list[Row]:
@@ -391,7 +461,7 @@ def _ratios(rows: list[Row]) -> list[dict[str, Any]]:
 def run_bench(
     *,
     server: str = "moto",
-    scenarios: Sequence[str] = ("small", "large", "failover", "scaling"),
+    scenarios: Sequence[str] = ("small", "large", "routing", "failover", "scaling"),
     ops: int = 300,
     reps: int = 3,
     size_mb: int = 256,
@@ -401,7 +471,7 @@ def run_bench(
 
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
     rows: list[Row] = []
-    n_servers = 4 if "failover" in scenarios else 1
+    n_servers = 4 if "failover" in scenarios or "routing" in scenarios else 1
     with S3ServerPool(n_servers, server, buckets=[BUCKET]) as pool:
         s0 = pool[0]
         creds = (s0.url, s0.access_key, s0.secret_key)
@@ -410,6 +480,10 @@ def run_bench(
             rows += bench_small(*creds, ops=ops, reps=reps, threads=(1, 8))
         if "large" in scenarios:
             rows += bench_large(*creds, size_mb=size_mb, reps=max(1, reps - 1))
+        if "routing" in scenarios:
+            rows += bench_routing(
+                [(s.url, s.access_key, s.secret_key, s.port) for s in pool], ops=ops, reps=reps
+            )
         if "scaling" in scenarios:
             rows += bench_scaling(*creds, ops=ops, reps=reps, threads=(1, 2, 4, 8, 16, 32))
         if "failover" in scenarios:

@@ -170,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
         "--scenario",
         dest="scenarios",
         action="append",
-        choices=("small", "large", "scaling", "failover"),
+        choices=("small", "large", "routing", "scaling", "failover"),
         help="run only these (repeatable); default: all",
     )
     bench.add_argument("--ops", type=int, default=300, help="operations per variant and run")
@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         return run_bench(
             server=args.kind,
-            scenarios=args.scenarios or ("small", "large", "scaling", "failover"),
+            scenarios=args.scenarios or ("small", "large", "routing", "scaling", "failover"),
             ops=args.ops,
             reps=args.reps,
             size_mb=args.size_mb,

@@ -16,7 +16,7 @@ def test_bench_reports_every_variant_and_ratios() -> None:
         [
             sys.executable, "-m", "s3kit", "bench",
             "--scenario", "small", "--scenario", "large", "--scenario", "failover",
-            "--size-mb", "9", "--ops", "16", "--reps", "1", "--json",
+            "--size-mb", "9", "--ops", "8", "--reps", "1", "--json",
         ],
         capture_output=True,
         text=True,
