@@ -414,7 +414,8 @@ class Endpoint:
         """Download to ``file_path`` atomically: a temp file beside it, renamed when complete.
 
         ``callback(n)`` is called with byte counts as they arrive (negative when a download
-        starts over), like boto3's ``Callback``.
+        starts over), like boto3's ``Callback``; for large objects, fetched in parallel ranged
+        parts, it is called from several threads.
         """
         path = check_download_target(file_path)
         t = check_timeout(timeout)

@@ -207,7 +207,7 @@ class _Download:
         )
         # os.open with 0o666 lets the umask decide the mode, like a plain open() would.
         try:
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)  # RDWR: MD5 re-read
         except OSError as exc:
             raise InvalidArgument(
                 "file_path", f"cannot write beside {self.path!r}: {exc.strerror}"

@@ -60,3 +60,33 @@ def test_download_callback_counts_a_resumed_body_once(server: S3Server, tmp_path
         assert sum(got) == size
         assert handler.stats().retries == 1
         handler.close()
+
+
+@pytest.mark.timeout(90)
+def test_large_download_fetches_ranged_parts_and_resumes_a_cut_one(
+    server: S3Server, tmp_path: Path
+) -> None:
+    size = 20 * 1024 * 1024 + 5  # three 8 MiB parts
+    data = os.urandom(size)
+    server.client().put_object(Bucket=BUCKET, Key="cb/large", Body=data)
+    with FaultProxy(server.port) as proxy:
+        handler = s3_kit().create_s3_endpoint_handler(
+            proxy.url, server.access_key, server.secret_key, retries=2, backoff_base_s=0.01
+        )
+        proxy.set_mode("truncate", after_bytes=1024 * 1024, count=1)  # cut the first answer
+        got: list[int] = []
+        out = tmp_path / "large.bin"
+        result = handler.download_file(BUCKET, "cb/large", str(out), callback=got.append)
+        assert out.read_bytes() == data
+        assert result["ContentLength"] == size
+        assert sum(got) == size
+        assert handler.stats().retries == 1
+        gets = [r for r in proxy.stats["recent_requests"] if r["method"] == "GET"]
+        ranged = [r["headers"].get("range") for r in gets[1:]]
+        # the rest came as bounded ranges pinned to the first answer's ETag, the cut part
+        # resumed where it stopped
+        assert "bytes=1048576-8388607" in ranged
+        assert "bytes=8388608-16777215" in ranged
+        assert f"bytes=16777216-{size - 1}" in ranged
+        assert all("if-match" in r["headers"] for r in gets[1:])
+        handler.close()

@@ -34,6 +34,8 @@ class DownloadState:
     deadline: float | None = None  # monotonic time; checked between body chunks
     progress: Callable[[int], None] | None = None  # called with each chunk's size (and minus
     # the bytes given up when a download starts over, as s3transfer does)
+    #: ranged-parts mode for large objects: part start -> bytes of it written (None: one stream)
+    parts: dict[int, int] | None = None
 
     def take(self, fileobj: BinaryIO, chunk: bytes) -> bool:
         """Write one body chunk; returns True once the deadline has passed."""
@@ -53,6 +55,7 @@ class DownloadState:
         self.total = None
         self.md5 = hashlib.md5()
         self.response = {}
+        self.parts = None
 
 
 class Transport(Protocol):

@@ -19,6 +19,8 @@ matters is set here explicitly:
 
 from __future__ import annotations
 
+import concurrent.futures
+import hashlib
 import math
 import os
 import threading
@@ -423,14 +425,16 @@ class Boto3Transport:
         self, bucket: str, key: str, fileobj: BinaryIO, state: DownloadState, timeout: float | None
     ) -> None:
         client = self._client_for(timeout)
-        params: dict[str, Any] = {"Bucket": bucket, "Key": key}
-        if state.offset:
-            params["Range"] = f"bytes={state.offset}-"
-            if state.etag:
-                # Never stitch two versions of the object together.
-                params["IfMatch"] = state.etag
-        deadline = state.deadline
         try:
+            if state.parts is not None:  # a retry of a large download: fetch what is missing
+                self._fetch_parts(client, bucket, key, fileobj, state)
+                return
+            params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+            if state.offset:
+                params["Range"] = f"bytes={state.offset}-"
+                if state.etag:
+                    # Never stitch two versions of the object together.
+                    params["IfMatch"] = state.etag
             try:
                 resp = client.get_object(**params)
             except botocore.exceptions.ClientError as exc:
@@ -448,8 +452,19 @@ class Boto3Transport:
                 state.total = resp.get("ContentLength")
                 state.response = _strip(resp)
             body = resp["Body"]
+            chunk_size = CHUNK if state.deadline is None else DEADLINE_CHUNK
+            if not state.offset and (state.total or 0) > MULTIPART_THRESHOLD:
+                # A large object: this answer serves the first part, ranged GETs the rest in
+                # parallel (as s3transfer does; one stream would cap the throughput).
+                state.parts = {}
+                try:
+                    self._stream_part(body, fileobj, 0, state)
+                finally:
+                    body.close()
+                self._fetch_parts(client, bucket, key, fileobj, state)
+                return
             try:
-                for chunk in body.iter_chunks(CHUNK if deadline is None else DEADLINE_CHUNK):
+                for chunk in body.iter_chunks(chunk_size):
                     if state.take(fileobj, chunk):
                         raise self._past_deadline("download_file")
             finally:
@@ -458,6 +473,87 @@ class Boto3Transport:
             raise
         except Exception as exc:
             raise map_boto_error(exc, self._cfg.name, "download_file") from exc
+
+    def _stream_part(self, body: Any, fileobj: BinaryIO, start: int, state: DownloadState) -> None:
+        """Write the body's bytes of the part at ``start`` (reading no further than its end)."""
+        assert state.parts is not None and state.total is not None
+        end = min(start + MULTIPART_THRESHOLD, state.total)
+        fd = fileobj.fileno()
+        done = state.parts.get(start, 0)
+        while start + done < end:
+            chunk = body.read(
+                min(CHUNK if state.deadline is None else DEADLINE_CHUNK, end - start - done)
+            )
+            if not chunk:
+                break  # the caller sees the short part and raises
+            os.pwrite(fd, chunk, start + done)
+            done += len(chunk)
+            with self._lock:
+                state.parts[start] = done
+                state.offset += len(chunk)
+            if state.progress is not None:
+                state.progress(len(chunk))
+            if state.deadline is not None and time.monotonic() > state.deadline:
+                raise self._past_deadline("download_file")
+
+    def _fetch_parts(
+        self, client: S3Client, bucket: str, key: str, fileobj: BinaryIO, state: DownloadState
+    ) -> None:
+        assert state.parts is not None and state.total is not None
+        total, parts = state.total, state.parts
+        missing = [
+            start
+            for start in range(0, total, MULTIPART_THRESHOLD)
+            if parts.get(start, 0) < min(MULTIPART_THRESHOLD, total - start)
+        ]
+
+        def fetch(start: int) -> None:
+            done = parts.get(start, 0)
+            end = min(start + MULTIPART_THRESHOLD, total) - 1
+            params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+            params["Range"] = f"bytes={start + done}-{end}"
+            if state.etag:
+                params["IfMatch"] = state.etag  # every part from the same version
+            body = client.get_object(**params)["Body"]
+            try:
+                self._stream_part(body, fileobj, start, state)
+            finally:
+                body.close()
+            if parts.get(start, 0) < end + 1 - start:
+                raise ConnectionFailed(
+                    f"short part from {self._cfg.name} at byte {start}",
+                    endpoint=self._cfg.name,
+                    operation="download_file",
+                )
+
+        if missing:
+            workers = min(TRANSFER_CONCURRENCY, len(missing))
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                futures = [pool.submit(fetch, start) for start in missing]
+                errors = [e for f in futures if (e := f.exception()) is not None]
+            if errors:
+                first = errors[0]
+                status = (
+                    getattr(first, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+                )
+                if status == 412:
+                    # The object changed between parts: give the bytes up; a retry starts over.
+                    fileobj.seek(0)
+                    fileobj.truncate()
+                    state.restart()
+                    raise ConnectionFailed(
+                        f"object changed during a ranged download from {self._cfg.name}",
+                        endpoint=self._cfg.name,
+                        operation="download_file",
+                    ) from first
+                raise first
+        # The parts arrived out of order: hash the file once for the caller's MD5 check.
+        if state.etag and "-" not in state.etag:
+            digest = hashlib.md5()
+            fd = fileobj.fileno()
+            for pos in range(0, total, CHUNK):
+                digest.update(os.pread(fd, min(CHUNK, total - pos), pos))
+            state.md5 = digest
 
     def _past_deadline(self, operation: str) -> ReadTimeout:
         return ReadTimeout(
