@@ -466,6 +466,7 @@ def run_bench(
     reps: int = 3,
     size_mb: int = 256,
     as_json: bool = False,
+    as_markdown: bool = False,
 ) -> int:
     from .testing import S3ServerPool
 
@@ -499,9 +500,43 @@ def run_bench(
     }
     if as_json:
         print(json.dumps(report, indent=2, default=str))
+    elif as_markdown:
+        print(markdown_report(report), end="")
     else:
         _print_report(report)
     return 0
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """The report as Markdown tables (for docs/benchmarks.md)."""
+    out = [
+        f"Server: {report['server']} · {report['machine']['cpus']} CPUs · "
+        f"Python {report['machine']['python']} · {report['date']}",
+        "",
+        "| scenario | variant | threads | ops | ops/s | client CPU ms/op | other |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for r in report["rows"]:
+        extra = ", ".join(
+            f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in r["extra"].items()
+        )
+        cpu = f"{r['cpu_ms_per_op']:.3f}" if r["cpu_ms_per_op"] else ""
+        out.append(
+            f"| {r['scenario']} | {r['variant']} | {r['threads']} | {r['ops']} | "
+            f"{r['ops_per_s']:.0f} | {cpu} | {extra} |"
+        )
+    out += [
+        "",
+        "| scenario | ratio | threads | CPU ratio | throughput ratio |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in report["ratios"]:
+        cpu = f"{r['cpu_ratio']:.2f}" if "cpu_ratio" in r else ""
+        out.append(
+            f"| {r['scenario']} | {r['variant']} | {r['threads']} | {cpu} | "
+            f"{r['throughput_ratio']:.2f} |"
+        )
+    return "\n".join(out) + "\n"
 
 
 def _print_report(report: dict[str, Any]) -> None:
