@@ -264,7 +264,7 @@ class Endpoint:
                     with self._lock:
                         self.requests += 1
                         self.successes += 1
-                        self._latency.add(elapsed)
+                        self._latency.add(elapsed, t0 + elapsed)
                         by_op = self._by_op
                         by_op[op.name, SUCCESS] = by_op.get((op.name, SUCCESS), 0) + 1
                         self._budget.record_request()
@@ -344,7 +344,7 @@ class Endpoint:
                 self.last_used = time.time()
             self.requests += 1
             self._budget.record_request()
-            self._latency.add(elapsed)
+            self._latency.add(elapsed, self._clock.monotonic())
             if outcome == CLIENT:
                 self.client_errors += 1
             elif outcome in (ACCESS, BAD_CREDENTIALS):
@@ -554,6 +554,10 @@ class Endpoint:
         (see ``LATENCY_BUCKETS``) and sum of seconds: what the Prometheus collector exports."""
         with self._lock:
             return dict(self._by_op), list(self._latency.buckets), self._latency.total
+
+    def latency_cost(self) -> float:
+        """Peak-EWMA latency in seconds for routing, decayed while the endpoint is idle."""
+        return self._latency.peak_cost(self._clock.monotonic())
 
     @property
     def latency_ewma(self) -> float:

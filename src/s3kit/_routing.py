@@ -105,7 +105,7 @@ class LatencyP2C:
 
     @staticmethod
     def _score(ep: Endpoint) -> float:
-        return ep.latency_ewma * (ep.limiter.in_flight + 1)
+        return ep.latency_cost() * (ep.limiter.in_flight + 1)
 
     def order(self, candidates: Sequence[Endpoint], op: Op | None) -> list[Endpoint]:
         n = len(candidates)

@@ -7,6 +7,7 @@ until it is used, and these tests never send anything.
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -141,9 +142,10 @@ def test_weighted_order_contains_every_candidate_once() -> None:
 def test_latency_picks_the_slow_endpoint_first_far_less_often() -> None:
     fast = endpoints("f1", "f2", "f3")
     slow = endpoint("slow")
+    now = time.monotonic()  # the endpoints' clock: the routing cost decays from the sample time
     for ep in fast:
-        ep._latency.add(0.010)
-    slow._latency.add(0.050)  # 5x the others
+        ep._latency.add(0.010, now)
+    slow._latency.add(0.050, now)  # 5x the others
     eps = [slow, *fast]
     router = make_router("latency")
     n = 2000
@@ -157,7 +159,7 @@ def test_latency_picks_the_slow_endpoint_first_far_less_often() -> None:
 
 def test_latency_unmeasured_endpoints_go_first() -> None:
     measured = endpoint("measured")
-    measured._latency.add(0.010)
+    measured._latency.add(0.010, time.monotonic())
     new = endpoint("new")
     router = make_router("latency")
     for _ in range(20):
@@ -166,8 +168,8 @@ def test_latency_unmeasured_endpoints_go_first() -> None:
 
 def test_latency_counts_in_flight_load() -> None:
     a, b = endpoints("a", "b")
-    a._latency.add(0.010)
-    b._latency.add(0.015)
+    a._latency.add(0.010, time.monotonic())
+    b._latency.add(0.015, time.monotonic())
     a.limiter.in_flight = 2  # 0.010 * 3 > 0.015 * 1
     router = make_router("latency")
     for _ in range(20):

@@ -118,3 +118,19 @@ def test_endpoint_stats_as_dict() -> None:
     assert d["requests"] == d["successes"] + d["client_errors"]
     assert d["p99_ms"] == 3.0
     assert len(d) == 21
+
+
+def test_peak_ewma_takes_peaks_at_once_and_decays_while_idle() -> None:
+    from s3kit._stats import PEAK_DECAY_S, LatencyWindow
+
+    w = LatencyWindow()
+    w.add(0.010, 100.0)
+    assert w.peak_cost(100.0) == pytest.approx(0.010)
+    w.add(0.200, 100.1)  # a slow answer counts in full at once
+    assert w.peak_cost(100.1) == pytest.approx(0.200)
+    # without samples the cost fades, so a once-slow endpoint is tried again later
+    assert w.peak_cost(100.1 + PEAK_DECAY_S) == pytest.approx(0.200 * 0.36788, rel=1e-3)
+    assert w.peak_cost(100.1 + 10 * PEAK_DECAY_S) < 0.0001
+    # a fast answer right after is averaged in with little weight
+    w.add(0.010, 100.1001)
+    assert 0.19 < w.peak_cost(100.1001) <= 0.200
