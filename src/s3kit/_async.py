@@ -64,6 +64,26 @@ class AsyncMultiplexer:
     def start_health_checks(self, interval: float = 10.0) -> None:
         self.multiplexer.start_health_checks(interval)
 
+    def pending(self, bucket: str | None = None, prefix: str = "") -> list[dict[str, Any]]:
+        return self.multiplexer.pending(bucket, prefix)
+
+    def hedge_stats(self) -> dict[str, dict[str, Any]]:
+        return self.multiplexer.hedge_stats()
+
+    # replica sets
+    async def add_replica_group(self, name: str, endpoints: Iterable[str]) -> None:
+        """Declare a replica set (no network call; a coroutine like the other verbs)."""
+        self.multiplexer.add_replica_group(name, endpoints)
+
+    async def repair(
+        self,
+        bucket: str,
+        prefix: str = "",
+        dry_run: bool = False,
+        **kw: Any,
+    ) -> dict[str, int]:
+        return await self._call(self.multiplexer.repair, bucket, prefix, dry_run, **kw)
+
     # the verbs
     async def put_object(
         self, bucket: str, key: str, body: bytes | str | BinaryIO, **kw: Any
@@ -148,11 +168,11 @@ class AsyncMultiplexer:
         await self._call(self.multiplexer.remove_endpoint, name, drain_timeout)
 
     async def close(self) -> None:
-        """Wait for requests still running on the pool, then release every connection."""
-        await asyncio.get_running_loop().run_in_executor(
-            None, functools.partial(self._executor.shutdown, wait=True)
-        )
-        self.multiplexer.close()
+        """Wait for requests still running on the pool, then release every connection (after
+        the replica-set writes still running in the background, up to 30 s)."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, functools.partial(self._executor.shutdown, wait=True))
+        await loop.run_in_executor(None, self.multiplexer.close)
 
     async def __aenter__(self) -> AsyncMultiplexer:
         return self

@@ -143,6 +143,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     stats.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
 
+    repair = sub.add_parser(
+        "repair",
+        parents=[common],
+        help="bring replica-set members level: replay the ledger, copy what is missing or stale",
+    )
+    repair.add_argument("path", metavar="BUCKET[/PREFIX]", help="bucket, or bucket/prefix")
+    repair.add_argument(
+        "--dry-run", action="store_true", help="change nothing; show what would be done"
+    )
+    repair.add_argument("--group", metavar="NAME", help="only this replica set (default: all)")
+
     metrics = sub.add_parser(
         "serve-metrics",
         parents=[common],
@@ -617,6 +628,106 @@ def _cmd_stats(s: _Session) -> int:
     return EXIT_OK
 
 
+class _RepairProgress:
+    """A rich progress bar for ``repair``: ledger entries, then keys compared."""
+
+    def __init__(self, console: Any = None) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console if console is not None else _console(),
+            refresh_per_second=8,
+        )
+        self.task = self.progress.add_task("repair", total=None)
+
+    def update(self, phase: str, done: int, total: int) -> None:
+        label = "ledger" if phase == "ledger" else "compare"
+        self.progress.update(self.task, description=label, completed=done, total=total or None)
+
+    def print(self, line: str) -> None:
+        self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def __enter__(self) -> _RepairProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+
+def _repair_line(action: Mapping[str, Any]) -> str:
+    where = f"s3://{action['bucket']}/{action['key']}"
+    would = "would " if action.get("dry_run") else ""
+    if action["action"] == "copy":
+        text = f"{would}copy: {where} {action.get('source')} -> {action.get('endpoint')}"
+    elif action["action"] == "delete":
+        text = f"{would}delete: {where} on {action.get('endpoint')} (ledger tombstone)"
+    elif action["action"] == "list":
+        text = f"list: s3://{action['bucket']} on {action.get('endpoint')}"
+    else:
+        text = f"{action['action']}: {where}"
+    if not action.get("ok"):
+        text += f" failed: {action.get('error')}"
+    return text
+
+
+def _cmd_repair(s: _Session) -> int:
+    text = s.args.path[5:] if s.args.path.startswith("s3://") else s.args.path
+    bucket, _, prefix = text.partition("/")
+    if not bucket:
+        raise UsageError(f"{s.args.path!r} names no bucket; expected BUCKET[/PREFIX]")
+    mux = s.mux
+    if not mux.replica_groups:
+        raise UsageError(
+            "repair needs a replica set: set replicas = [...] in the [multiplexer] table"
+        )
+    actions: list[dict[str, Any]] = []
+    show = not s.json and sys.stdout.isatty() and _have_rich()
+    bar = _RepairProgress() if show else None
+
+    def on_action(action: dict[str, Any]) -> None:
+        actions.append(action)
+        if s.json:
+            return
+        line = _repair_line(action)
+        if not action.get("ok"):
+            _error(line)
+        elif bar is not None:
+            bar.print(line)
+        else:
+            print(line, flush=True)
+
+    with bar if bar is not None else contextlib.nullcontext():
+        result = mux.repair(
+            bucket,
+            prefix,
+            dry_run=s.args.dry_run,
+            group=s.args.group,
+            progress=bar.update if bar is not None else None,
+            on_action=on_action,
+        )
+    if s.json:
+        s.emit({**result, "dry_run": s.args.dry_run, "actions": actions})
+    else:
+        verb = "would copy" if s.args.dry_run else "copied"
+        print(
+            f"repair s3://{bucket}/{prefix}: checked {result['checked']}, {verb} "
+            f"{result['copied']}, from the ledger {result['from_ledger']}, "
+            f"failed {result['failed']}"
+        )
+    return EXIT_PARTIAL if result["failed"] else EXIT_OK
+
+
 def _cmd_serve_metrics(s: _Session) -> int:
     try:
         from .metrics import serve
@@ -980,6 +1091,7 @@ _COMMANDS: dict[str, Callable[[_Session], int]] = {
     "presign": _cmd_presign,
     "health": _cmd_health,
     "stats": _cmd_stats,
+    "repair": _cmd_repair,
     "serve-metrics": _cmd_serve_metrics,
 }
 

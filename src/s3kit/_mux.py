@@ -14,6 +14,12 @@ elsewhere); the strategy still picks among available endpoints.
 
 The other strategies than ``key-hash`` assume the endpoints hold the same data (replicas), or that
 the caller reads an object back from the endpoint its upload reported (``result["Endpoint"]``).
+
+Replica sets (``replicas=[...]`` or :meth:`Multiplexer.add_replica_group`) make that explicit:
+routed reads go to the set's members (optionally hedged), writes, deletes and copies go to every
+member and return at ``write_quorum`` acknowledgements, lagging members are kept in a durable
+ledger and :meth:`Multiplexer.repair` brings them level (see ``_replica`` and docs/replicas.md).
+Without a replica set none of this runs: a routed call costs one extra truthiness test.
 """
 
 from __future__ import annotations
@@ -23,11 +29,11 @@ import logging
 import os
 import random
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, BinaryIO
 
-from . import _ops
+from . import _ops, _replica
 from ._breaker import CLOSED, HALF_OPEN, OPEN, PROBE, REJECT
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import make_config
@@ -42,6 +48,7 @@ from ._errors import (
     NotFound,
 )
 from ._events import Event, EventBus, FailedOver, logger
+from ._ledger import Ledger
 from ._outcome import (
     ACCESS,
     BAD_CREDENTIALS,
@@ -70,6 +77,8 @@ from ._validate import (
 __all__ = ["Multiplexer"]
 
 _HEALTHY_OUTCOMES = (SUCCESS, CLIENT, ACCESS)
+DEFAULT_GROUP = "replicas"  # the name of the set ``replicas=[...]`` defines
+_MAX_BACKGROUND = 1024  # replica-write legs running past their caller; beyond, writes wait
 
 
 class Multiplexer:
@@ -84,12 +93,30 @@ class Multiplexer:
         endpoints: Mapping[str, Mapping[str, Any]] | None = None,
         *,
         strategy: str | Router = "round-robin",
+        replicas: Sequence[str] | None = None,
+        write_quorum: int | str | None = None,
         read_fallback_on_missing: bool = False,
+        hedge: bool | Mapping[str, Any] | None = None,
         health_interval: float | None = None,
+        ledger_path: str | os.PathLike[str] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         **defaults: Any,
     ) -> None:
         self._clock = clock
+        # Replica sets (all of it unused, and free, without one).
+        self.write_quorum = _replica.check_quorum(write_quorum)
+        self._hedge = _replica.parse_hedge(hedge)
+        if ledger_path is not None and not isinstance(ledger_path, (str, os.PathLike)):
+            raise InvalidArgument("ledger_path", "must be a path or None")
+        self._ledger_path = ledger_path
+        self._ledger_obj: Ledger | None = None
+        self._groups: dict[str, _replica.ReplicaGroup] = {}
+        self._default_group: _replica.ReplicaGroup | None = None
+        self._pools_lock = threading.Lock()
+        self._writes: concurrent.futures.ThreadPoolExecutor | None = None
+        self._hedges: concurrent.futures.ThreadPoolExecutor | None = None
+        self._legs: dict[concurrent.futures.Future[dict[str, Any]], str] = {}
+        self._legs_per_endpoint: dict[str, int] = {}
         self._router = make_router(strategy)
         self._routers: dict[str, Router] = {self._router.name: self._router}
         self.read_fallback_on_missing = read_fallback_on_missing
@@ -112,6 +139,9 @@ class Multiplexer:
             self.add_endpoint(
                 name, url, opts.pop("access_key", None), opts.pop("secret_key", None), **opts
             )
+        if replicas is not None:
+            # Members may be added later with add_endpoint; they are looked up at call time.
+            self.add_replica_group(DEFAULT_GROUP, replicas)
         if health_interval is not None:
             self.start_health_checks(health_interval)
 
@@ -171,11 +201,21 @@ class Multiplexer:
         return endpoint
 
     def remove_endpoint(self, name: str, drain_timeout: float = 30.0) -> None:
-        """Stop routing to ``name``, wait up to ``drain_timeout`` for in-flight calls, close it."""
+        """Stop routing to ``name``, wait up to ``drain_timeout`` for in-flight calls, close it.
+
+        It also leaves its replica set (a set left empty is removed).
+        """
         with self._lock:
             endpoint = self._get(name)
             del self._endpoints[name]
             self._ordered = tuple(ep for ep in self._ordered if ep is not endpoint)
+            for group in list(self._groups.values()):
+                if name in group.members:
+                    group.members = tuple(m for m in group.members if m != name)
+                    if not group.members:
+                        del self._groups[group.name]
+                        if self._default_group is group:
+                            self._default_group = next(iter(self._groups.values()), None)
         end = self._clock.monotonic() + drain_timeout
         while endpoint.limiter.in_flight and self._clock.monotonic() < end:
             self._clock.sleep(0.01)
@@ -196,6 +236,233 @@ class Multiplexer:
     def endpoint(self, name: str) -> Endpoint:
         return self._get(name)
 
+    # ------------------------------------------------------------ replica sets
+    def add_replica_group(self, name: str, endpoints: Iterable[str]) -> None:
+        """Declare that the endpoints named hold the same data (a replica set called ``name``).
+
+        The first set declared (``replicas=[...]`` is one, called ``"replicas"``) serves routed
+        calls: reads go to its members, writes to all of them. Another set is used by naming it
+        as ``endpoint=``; naming a member as ``endpoint=`` reaches that endpoint alone. Members
+        may be added (``add_endpoint``) after the set is declared; an endpoint belongs to one
+        set at most.
+        """
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument("name", "must be a non-empty string")
+        if isinstance(endpoints, str) or not isinstance(endpoints, Iterable):
+            raise InvalidArgument("endpoints", "must be a list of endpoint names")
+        members = list(endpoints)
+        if not members or not all(isinstance(m, str) and m for m in members):
+            raise InvalidArgument("endpoints", "must be a non-empty list of endpoint names")
+        if len(set(members)) != len(members):
+            raise InvalidArgument("endpoints", "names an endpoint twice")
+        with self._lock:
+            if name in self._groups:
+                raise ConfigError(f"a replica set named {name!r} already exists")
+            if name in self._endpoints:
+                raise ConfigError(f"{name!r} is an endpoint's name; a replica set needs another")
+            for group in self._groups.values():
+                shared = sorted(set(group.members) & set(members))
+                if shared:
+                    raise ConfigError(
+                        f"endpoints {shared} already belong to the replica set {group.name!r}"
+                    )
+            group = _replica.ReplicaGroup(name, members, self._hedge)
+            self._groups[name] = group
+            if self._default_group is None:
+                self._default_group = group
+
+    @property
+    def replica_groups(self) -> Mapping[str, tuple[str, ...]]:
+        """The replica sets by name: their member names (the routed one first)."""
+        return {name: group.members for name, group in self._groups.items()}
+
+    def _members(self, group: _replica.ReplicaGroup) -> list[Endpoint]:
+        endpoints = self._endpoints
+        missing = [name for name in group.members if name not in endpoints]
+        if missing:
+            raise ConfigError(
+                f"replica set {group.name!r} names endpoints that were not added: "
+                f"{', '.join(missing)}"
+            )
+        return [endpoints[name] for name in group.members]
+
+    def _group_for(self, endpoint: str | None) -> _replica.ReplicaGroup | None:
+        """The replica set a call goes to: the routed one, or one named as ``endpoint=``."""
+        if endpoint is None:
+            return self._default_group
+        return self._groups.get(endpoint)
+
+    def _ledger(self) -> Ledger:
+        ledger = self._ledger_obj
+        if ledger is None:
+            with self._pools_lock:
+                if self._ledger_obj is None:
+                    self._ledger_obj = Ledger(self._ledger_path)
+                ledger = self._ledger_obj
+        return ledger
+
+    @property
+    def ledger_path(self) -> str:
+        """Where the replica ledger is (or will be, once a replica set writes)."""
+        return self._ledger().path
+
+    def _write_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        pool = self._writes
+        if pool is None:
+            with self._pools_lock:
+                if self._closed:
+                    raise ConfigError("the multiplexer is closed")
+                if self._writes is None:
+                    # Each member takes at most 2 x max_concurrent legs (see _submit_leg), so
+                    # a sick member never holds every thread while healthy ones queue.
+                    slots = sum(ep.config.max_concurrent for ep in self._ordered)
+                    self._writes = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=min(256, max(16, 2 * slots + 4)),
+                        thread_name_prefix="s3kit-replica-write",
+                    )
+                pool = self._writes
+        return pool
+
+    def _hedge_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        pool = self._hedges
+        if pool is None:
+            with self._pools_lock:
+                if self._closed:
+                    raise ConfigError("the multiplexer is closed")
+                if self._hedges is None:
+                    slots = sum(ep.config.max_concurrent for ep in self._ordered)
+                    self._hedges = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=min(256, max(16, 2 * slots)),
+                        thread_name_prefix="s3kit-hedge",
+                    )
+                pool = self._hedges
+        return pool
+
+    def _submit_leg(
+        self,
+        pool: concurrent.futures.ThreadPoolExecutor,
+        ep: Endpoint,
+        op: _ops.Op,
+        deadline: float | None,
+    ) -> concurrent.futures.Future[dict[str, Any]]:
+        """Start one member's leg of a replica-set write on the write pool.
+
+        A member that already has twice its ``max_concurrent`` legs queued or running (it is
+        slow or stalled) is not given another: :class:`EndpointSaturated` is raised at once and
+        the write is owed to it in the ledger, so it cannot take every thread of the pool.
+        """
+        limit = 2 * ep.config.max_concurrent
+        with self._pools_lock:
+            queued = self._legs_per_endpoint.get(ep.name, 0)
+            if queued >= limit:
+                raise EndpointSaturated(
+                    endpoint=ep.name, operation=op.name, waited=0.0, limit=limit
+                )
+            self._legs_per_endpoint[ep.name] = queued + 1
+        try:
+            future = pool.submit(ep.run, op, deadline=deadline)
+        except BaseException:
+            with self._pools_lock:
+                self._legs_per_endpoint[ep.name] -= 1
+            raise
+        with self._pools_lock:
+            self._legs[future] = ep.name
+        return future
+
+    def _leg_finished(self, future: concurrent.futures.Future[dict[str, Any]]) -> None:
+        with self._pools_lock:
+            name = self._legs.pop(future, None)
+            if name is not None:
+                self._legs_per_endpoint[name] -= 1
+
+    def _background_full(self) -> bool:
+        return len(self._legs) > _MAX_BACKGROUND
+
+    def _run_group(
+        self,
+        group: _replica.ReplicaGroup,
+        op: _ops.Op,
+        strategy: str | Router | None,
+        deadline: float | None,
+        quorum: int | str | None,
+        ops: Sequence[_ops.Op] | None,
+    ) -> dict[str, Any]:
+        members = self._members(group)
+        if op.kind == _ops.READ:
+            router = self._router_for(strategy)
+            if (
+                group.hedge is not None
+                and op.name in _replica.HEDGED_OPS
+                and len(members) > 1
+                and group.hedge.max_extra > 0
+            ):
+                return _replica.hedged_read(self, group, members, op, router, deadline)
+            return self._failover(op, router, deadline, members=members)
+        if op.kind == _ops.ADMIN:
+            return self._to_all(op, deadline, members)
+        if quorum is None:
+            quorum = self.write_quorum
+        return _replica.replica_write(
+            self, group, members, ops or [op] * len(members), deadline, quorum
+        )
+
+    def repair(
+        self,
+        bucket: str,
+        prefix: str = "",
+        dry_run: bool = False,
+        *,
+        group: str | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
+        on_action: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, int]:
+        """Bring the replica sets' members level for ``bucket``/``prefix``.
+
+        First the ledger is replayed (writes that missed a member are copied to it from a
+        member that has them, deletes that missed one are sent again), then the members'
+        listings are compared (key, size, and ETag when both are single-part; copies made here
+        carry the source's ETag in metadata ``s3kit-source-etag``, so multipart copies
+        converge) and missing or stale objects are copied from the newest version. Keys still
+        owed a ledger entry are not compared, so a deleted key is never copied back.
+
+        Idempotent and safe to interrupt: each copy is one upload, a ledger row goes only once
+        its work is done. ``dry_run`` changes nothing and counts what would be done.
+        ``progress(phase, done, total)`` and ``on_action(dict)`` report as it goes.
+        Returns ``{"checked", "copied", "failed", "from_ledger"}``.
+        """
+        bucket = check_bucket(bucket)
+        prefix = check_optional_str(prefix, "prefix") or ""
+        if group is not None:
+            if group not in self._groups:
+                known = ", ".join(self._groups) or "none"
+                raise ConfigError(f"unknown replica set {group!r}; replica sets: {known}")
+            groups = [self._groups[group]]
+        else:
+            groups = list(self._groups.values())
+        if not groups:
+            raise ConfigError(
+                "repair needs a replica set: Multiplexer(replicas=[...]) or add_replica_group()"
+            )
+        return _replica.repair(self, groups, bucket, prefix, bool(dry_run), progress, on_action)
+
+    def pending(self, bucket: str | None = None, prefix: str = "") -> list[dict[str, Any]]:
+        """The ledger's rows: what some member may still lack (``op`` "put") or still hold
+        although it was deleted (``op`` "delete"), oldest first."""
+        return [e.as_dict() for e in self._ledger().entries(None, bucket, prefix)]
+
+    def hedge_stats(self) -> dict[str, dict[str, Any]]:
+        """Per replica set: reads, hedges sent (``by_endpoint``: where), hedge wins, the extra
+        fraction and the current hedge delay."""
+        return {name: group.stats() for name, group in self._groups.items()}
+
+    def hedges_sent(self) -> dict[str, int]:
+        """Hedged reads sent to each endpoint (the ``s3kit_hedges_total`` metric)."""
+        out: dict[str, int] = {}
+        for group in self._groups.values():
+            for name, n in group.stats()["by_endpoint"].items():
+                out[name] = out.get(name, 0) + n
+        return out
+
     # ----------------------------------------------------------------- routing
     def _router_for(self, strategy: str | Router | None) -> Router:
         if strategy is None:
@@ -213,8 +480,11 @@ class Multiplexer:
         self, op: _ops.Op | None = None, strategy: str | Router | None = None
     ) -> list[Endpoint]:
         """Endpoints in the order a strategy-routed call would try them."""
-        router = self._router_for(strategy)
-        endpoints = self._ordered
+        return self._rank(self._ordered, op, self._router_for(strategy))
+
+    def _rank(
+        self, endpoints: Sequence[Endpoint], op: _ops.Op | None, router: Router
+    ) -> list[Endpoint]:
         if not endpoints:
             raise ConfigError("no S3 endpoints have been added")
         now = self._clock.monotonic()
@@ -300,8 +570,14 @@ class Multiplexer:
         endpoint: str | None,
         strategy: str | Router | None,
         deadline: float | None,
+        quorum: int | str | None = None,
+        ops: Sequence[_ops.Op] | None = None,
     ) -> dict[str, Any]:
         try:
+            if self._groups:
+                group = self._group_for(endpoint)
+                if group is not None:
+                    return self._run_group(group, op, strategy, deadline, quorum, ops)
             if endpoint is not None:
                 return self._get(endpoint).run(op, deadline=deadline)
             if op.kind == _ops.DELETE:
@@ -332,15 +608,26 @@ class Multiplexer:
         raise NoHealthyEndpoint(op.name, attempts) from (attempts[-1][1] if attempts else None)
 
     def _failover(
-        self, op: _ops.Op, strategy: str | Router | None, deadline: float | None
+        self,
+        op: _ops.Op,
+        strategy: str | Router | None,
+        deadline: float | None,
+        *,
+        members: Sequence[Endpoint] | None = None,
+        first_round: int = 0,
+        attempts: list[tuple[str, BaseException]] | None = None,
     ) -> dict[str, Any]:
         router = self._router_for(strategy)
-        attempts: list[tuple[str, BaseException]] = []
-        order = self.ranked(op, router)
+        if attempts is None:
+            attempts = []
+        candidates = self._ordered if members is None else members
+        order = self._rank(candidates, op, router)
         rounds = 1 + max(ep.config.retries for ep in order)
-        for round_no in range(rounds):
+        if first_round and not self._backoff(first_round - 1, order, deadline):
+            raise NoHealthyEndpoint(op.name, attempts) from (attempts[-1][1] if attempts else None)
+        for round_no in range(first_round, rounds):
             if round_no:
-                order = self.ranked(op, router)
+                order = self._rank(candidates, op, router)
             saturated: list[Endpoint] = []
             sent = 0
             missing: list[NotFound] = []
@@ -371,14 +658,19 @@ class Multiplexer:
                 raise missing[-1]  # every endpoint that answered says: no such key
             if not sent:
                 break  # every endpoint is open: another round cannot help
-            if round_no + 1 < rounds:
-                base = min(ep.config.backoff_base_s for ep in order)
-                cap = max(ep.config.backoff_cap_s for ep in order)
-                delay = backoff_delay(round_no, base, cap)
-                if deadline is not None and self._clock.monotonic() + delay >= deadline:
-                    break
-                self._clock.sleep(delay)
+            if round_no + 1 < rounds and not self._backoff(round_no, order, deadline):
+                break
         raise NoHealthyEndpoint(op.name, attempts) from (attempts[-1][1] if attempts else None)
+
+    def _backoff(self, round_no: int, order: Sequence[Endpoint], deadline: float | None) -> bool:
+        """Sleep before the round after ``round_no``; False when the deadline forbids it."""
+        base = min(ep.config.backoff_base_s for ep in order)
+        cap = max(ep.config.backoff_cap_s for ep in order)
+        delay = backoff_delay(round_no, base, cap)
+        if deadline is not None and self._clock.monotonic() + delay >= deadline:
+            return False
+        self._clock.sleep(delay)
+        return True
 
     def _note_leg_failure(
         self,
@@ -395,11 +687,13 @@ class Multiplexer:
         ep.note_failover()
         self._events.emit(FailedOver(ep.name, op.name, type(exc).__name__), logging.INFO)
 
-    def _to_all(self, op: _ops.Op, deadline: float | None) -> dict[str, Any]:
+    def _to_all(
+        self, op: _ops.Op, deadline: float | None, members: Sequence[Endpoint] | None = None
+    ) -> dict[str, Any]:
         """Send an admin operation to every endpoint; raise only when none succeeded."""
         done: list[str] = []
         failed: dict[str, BaseException] = {}
-        for ep in self._ordered:
+        for ep in self._ordered if members is None else members:
             try:
                 ep.run(op, deadline=deadline)
                 done.append(ep.name)
@@ -422,16 +716,25 @@ class Multiplexer:
         strategy: str | Router | None = None,
         timeout: float | None = None,
         callback: Callable[[int], None] | None = None,
+        write_quorum: int | str | None = None,
     ) -> dict[str, Any]:
-        """Upload a file; ``callback(n)`` gets byte counts as they are sent (see Endpoint)."""
-        op = _ops.upload_file(
-            check_upload_source(file_path),
-            check_bucket(bucket),
-            check_key(key),
-            extra_args,
-            check_callback(callback),
-        )
-        return self._run(op, endpoint, strategy, self._deadline(timeout))
+        """Upload a file; ``callback(n)`` gets byte counts as they are sent (see Endpoint).
+
+        In a replica set the file goes to every member and ``callback`` follows the first
+        member's upload; ``write_quorum`` overrides the multiplexer's.
+        """
+        path = check_upload_source(file_path)
+        bucket, key = check_bucket(bucket), check_key(key)
+        callback = check_callback(callback)
+        quorum = _replica.check_quorum(write_quorum)
+        op = _ops.upload_file(path, bucket, key, extra_args, callback)
+        ops = None
+        if callback is not None and self._groups:
+            group = self._group_for(endpoint)
+            if group is not None:
+                quiet = _ops.upload_file(path, bucket, key, extra_args)
+                ops = [op, *([quiet] * (len(group.members) - 1))]
+        return self._run(op, endpoint, strategy, self._deadline(timeout), quorum, ops)
 
     def download_file(
         self,
@@ -447,9 +750,12 @@ class Multiplexer:
         """Download atomically; ``callback(n)`` gets byte counts as they arrive (see Endpoint)."""
         path = check_download_target(file_path)
         deadline = self._deadline(timeout)
-        op = _ops.download_file(
-            check_bucket(bucket), check_key(key), path, deadline, check_callback(callback)
-        )
+        bucket, key, callback = check_bucket(bucket), check_key(key), check_callback(callback)
+        if self._groups and self._group_for(endpoint) is not None:
+            # Across replicas: resume on another member only on the same version (ETag pinned).
+            op = _replica.pinned_download(bucket, key, path, deadline, callback)
+        else:
+            op = _ops.download_file(bucket, key, path, deadline, callback)
         return self._run(op, endpoint, strategy, deadline)
 
     def put_object(
@@ -462,9 +768,20 @@ class Multiplexer:
         endpoint: str | None = None,
         strategy: str | Router | None = None,
         timeout: float | None = None,
+        write_quorum: int | str | None = None,
     ) -> dict[str, Any]:
-        op = _ops.put_object(check_bucket(bucket), check_key(key), check_body(body), extra_args)
-        return self._run(op, endpoint, strategy, self._deadline(timeout))
+        """PutObject. In a replica set: to every member (a file-like body is read once, into
+        memory: use upload_file for large objects), returning at ``write_quorum`` acks."""
+        bucket, key, data = check_bucket(bucket), check_key(key), check_body(body)
+        quorum = _replica.check_quorum(write_quorum)
+        if (
+            self._groups
+            and not isinstance(data, (bytes, bytearray, memoryview))
+            and self._group_for(endpoint) is not None
+        ):
+            data = data.read()  # every member's leg sends the same bytes
+        op = _ops.put_object(bucket, key, data, extra_args)
+        return self._run(op, endpoint, strategy, self._deadline(timeout), quorum)
 
     def get_object(
         self,
@@ -503,10 +820,13 @@ class Multiplexer:
         endpoint: str | None = None,
         strategy: str | Router | None = None,
         timeout: float | None = None,
+        write_quorum: int | str | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
+        """DeleteObject; in a replica set on every member (a miss is a ledger tombstone)."""
+        quorum = _replica.check_quorum(write_quorum)
         op = _ops.delete_object(check_bucket(bucket), check_key(key), extra or None)
-        return self._run(op, endpoint, strategy, self._deadline(timeout))
+        return self._run(op, endpoint, strategy, self._deadline(timeout), quorum)
 
     def copy_object(
         self,
@@ -519,7 +839,10 @@ class Multiplexer:
         endpoint: str | None = None,
         strategy: str | Router | None = None,
         timeout: float | None = None,
+        write_quorum: int | str | None = None,
     ) -> dict[str, Any]:
+        """Server-side copy; in a replica set on every member (each copies its own source)."""
+        quorum = _replica.check_quorum(write_quorum)
         op = _ops.copy_object(
             check_bucket(bucket),
             check_key(key),
@@ -527,7 +850,7 @@ class Multiplexer:
             check_key(source_key, "source_key"),
             extra_args,
         )
-        return self._run(op, endpoint, strategy, self._deadline(timeout))
+        return self._run(op, endpoint, strategy, self._deadline(timeout), quorum)
 
     def list_objects(
         self,
@@ -546,7 +869,11 @@ class Multiplexer:
             check_max_keys(max_keys),
             check_optional_str(delimiter, "delimiter"),
         )
-        if endpoint is None and self._router_for(strategy).name == "key-hash":
+        if (
+            endpoint is None
+            and self._default_group is None
+            and self._router_for(strategy).name == "key-hash"
+        ):
             return self._list_merged(op, max_keys, self._deadline(timeout))
         return self._run(op, endpoint, strategy, self._deadline(timeout))
 
@@ -667,13 +994,17 @@ class Multiplexer:
         *,
         strategy: str | Router | None = None,
     ) -> list[str]:
-        """Presigned URLs for every endpoint, healthiest first: alternates for a client to try."""
+        """Presigned URLs for every endpoint, healthiest first: alternates for a client to try.
+
+        With a replica set, for its members only (the endpoints that hold the data).
+        """
         bucket, key = check_bucket(bucket), check_key(key)
         expiration = check_expiration(expiration)
         op = _ops.head_object(bucket, key)
-        return [
-            ep.create_presigned_url(bucket, key, expiration) for ep in self.ranked(op, strategy)
-        ]
+        group = self._default_group
+        candidates = self._ordered if group is None else self._members(group)
+        ranked = self._rank(candidates, op, self._router_for(strategy))
+        return [ep.create_presigned_url(bucket, key, expiration) for ep in ranked]
 
     def replicate(
         self,
@@ -807,14 +1138,28 @@ class Multiplexer:
         ]
 
     # --------------------------------------------------------------- lifecycle
-    def close(self) -> None:
-        """Stop background health checks and release every endpoint's connections."""
-        if self._closed:
-            return
-        self._closed = True
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop background health checks and release every endpoint's connections.
+
+        Replica-set writes still running in the background get up to ``timeout`` seconds to
+        finish; what is unfinished then stays in the ledger for ``repair()``.
+        """
+        with self._pools_lock:
+            if self._closed:
+                return
+            self._closed = True
+            legs = list(self._legs)
+            writes, hedges = self._writes, self._hedges
         self.stop_health_checks()
+        if legs:
+            concurrent.futures.wait(legs, timeout=max(0.0, timeout))
+        for pool in (writes, hedges):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         for ep in self._ordered:
             ep.close()
+        if self._ledger_obj is not None:
+            self._ledger_obj.close()
 
     def __enter__(self) -> Multiplexer:
         return self
