@@ -37,6 +37,7 @@ from ._events import (
     FailedOver,
     RetryScheduled,
 )
+from ._fleet import FleetHealth, FleetStoreRestored, FleetStoreUnavailable
 from ._mux import Multiplexer
 from ._routing import STRATEGIES, Router
 from ._stats import EndpointStats
@@ -62,6 +63,9 @@ __all__ = [
     "EndpointStats",
     "Event",
     "FailedOver",
+    "FleetHealth",
+    "FleetStoreRestored",
+    "FleetStoreUnavailable",
     "InvalidArgument",
     "Multiplexer",
     "NoHealthyEndpoint",

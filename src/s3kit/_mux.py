@@ -48,6 +48,7 @@ from ._errors import (
     NotFound,
 )
 from ._events import Event, EventBus, FailedOver, logger
+from ._fleet import FleetHealth
 from ._ledger import Ledger
 from ._outcome import (
     ACCESS,
@@ -98,6 +99,8 @@ class Multiplexer:
         read_fallback_on_missing: bool = False,
         hedge: bool | Mapping[str, Any] | None = None,
         health_interval: float | None = None,
+        health_store: str | None = None,
+        fleet: str | None = None,
         ledger_path: str | os.PathLike[str] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         **defaults: Any,
@@ -133,6 +136,12 @@ class Multiplexer:
         self._health_thread: threading.Thread | None = None
         self._health_stop = threading.Event()
         self._closed = False
+        # Endpoint health shared by a fleet of processes (Redis); None: local breakers only.
+        self._fleet: FleetHealth | None = None
+        if health_store is not None:
+            self._fleet = FleetHealth(health_store, fleet, clock=clock)
+        elif fleet is not None:
+            raise InvalidArgument("fleet", "is only used with a health_store")
         for name, opts in (endpoints or {}).items():
             opts = dict(opts)
             url = opts.pop("url", None) or opts.pop("endpoint_url", None)
@@ -142,6 +151,8 @@ class Multiplexer:
         if replicas is not None:
             # Members may be added later with add_endpoint; they are looked up at call time.
             self.add_replica_group(DEFAULT_GROUP, replicas)
+        if self._fleet is not None:
+            self._fleet.attach(self)
         if health_interval is not None:
             self.start_health_checks(health_interval)
 
@@ -1156,6 +1167,8 @@ class Multiplexer:
         for pool in (writes, hedges):
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
+        if self._fleet is not None:
+            self._fleet.stop()
         for ep in self._ordered:
             ep.close()
         if self._ledger_obj is not None:

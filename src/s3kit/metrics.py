@@ -14,7 +14,7 @@ prometheus-client's HTTP exporter (on 127.0.0.1 unless told otherwise).
 | ``s3kit_retries_total`` | counter | endpoint |
 | ``s3kit_failovers_total`` | counter (failovers away from the endpoint) | endpoint |
 | ``s3kit_rejected_total`` | counter (open breaker, saturated) | endpoint, reason |
-| ``s3kit_hedges_total`` | counter (hedged reads; 0 until hedging is on) | endpoint |
+| ``s3kit_hedges_total`` | counter (hedged reads sent to the endpoint) | endpoint |
 
 ``outcome`` is one of ``success``, ``client_error``, ``access_error``, ``bad_credentials``,
 ``throttle``, ``transient``, ``endpoint_failure``. Requests count attempts.
@@ -83,6 +83,7 @@ class S3KitCollector:
             "s3kit_rejected", "Calls refused before sending", labels=["endpoint", "reason"]
         )
         hedges = CounterMetricFamily("s3kit_hedges", "Hedged reads sent", labels=["endpoint"])
+        hedged = self.mux.hedges_sent()
         for ep in self.mux.endpoints.values():
             st = ep.stats()
             by_op, buckets, total = ep.metrics_snapshot()
@@ -102,7 +103,7 @@ class S3KitCollector:
             failovers.add_metric([name], st.failovers_away)
             rejected.add_metric([name, "open"], st.rejected_open)
             rejected.add_metric([name, "saturated"], st.saturated)
-            hedges.add_metric([name], 0)
+            hedges.add_metric([name], hedged.get(name, 0))
         yield from (requests, in_flight, limit, breaker, duration, retries, failovers, rejected)
         yield hedges
 

@@ -41,7 +41,7 @@ import pytest
 
 redis = pytest.importorskip("redis")
 
-from s3kit import BreakerStateChanged, Event, Multiplexer  # noqa: E402
+from s3kit import BreakerStateChanged, Event, Multiplexer, S3KitError  # noqa: E402
 from s3kit._fleet import (  # noqa: E402
     FleetHealth,
     FleetStoreRestored,
@@ -638,3 +638,29 @@ def test_redis_killed_mid_run_then_restarted(
         assert len(warnings) == before + 1  # logged once per outage
         assert all(REDIS_PASSWORD not in line for line in s["logs"])
     assert shared <= THRESHOLD + PROCESSES
+
+
+@pytest.mark.timeout(40)
+def test_multiplexer_health_store_keyword_shares_an_open_breaker(
+    redis_server: RedisServer, pool: S3ServerPool
+) -> None:
+    """Multiplexer(health_store=, fleet=) wires the store in: B sees A's open breaker without
+    sending anything to the dead endpoint itself, and close() stops the store."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    eps = {**endpoint_options(pool.urls[:1]), "dead": {"url": dead}}
+    options = {**FAST, "retries": 0, "access_key": ACCESS_KEY, "secret_key": SECRET_KEY}
+    a = Multiplexer(eps, health_store=redis_server.url, fleet="keyword-test", **options)
+    b = Multiplexer(eps, health_store=redis_server.url, fleet="keyword-test", **options)
+    try:
+        assert a._fleet is not None and b._fleet is not None
+        wait_for(lambda: a._fleet.connected and b._fleet.connected, 10, "both connected")
+        threshold = a.endpoint("dead").config.circuit_breaker_threshold
+        for _ in range(threshold + 2):
+            with contextlib.suppress(S3KitError):
+                a.head_object(BUCKET, "k", endpoint="dead")
+        assert a.endpoint("dead").breaker.state == "open"
+        wait_for(lambda: b.endpoint("dead").breaker.state == "open", 5, "B sees the open")
+        assert b.endpoint("dead").stats().requests == 0
+    finally:
+        a.close()
+        b.close()
