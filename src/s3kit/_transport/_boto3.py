@@ -437,8 +437,16 @@ class Boto3Transport:
                     params["IfMatch"] = state.etag
             try:
                 resp = client.get_object(**params)
-            except botocore.exceptions.ClientError as exc:
-                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if state.offset and state.etag and resp.get("ETag") != state.etag:
+                    # A server that ignores If-Match answered with another version.
+                    resp["Body"].close()
+                    raise _VersionChanged
+            except (botocore.exceptions.ClientError, _VersionChanged) as exc:
+                status = (
+                    412
+                    if isinstance(exc, _VersionChanged)
+                    else exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                )
                 if state.offset and status == 412:
                     # The object changed since the first attempt: start over from byte 0.
                     fileobj.seek(0)
@@ -514,7 +522,11 @@ class Boto3Transport:
             params["Range"] = f"bytes={start + done}-{end}"
             if state.etag:
                 params["IfMatch"] = state.etag  # every part from the same version
-            body = client.get_object(**params)["Body"]
+            resp = client.get_object(**params)
+            body = resp["Body"]
+            if state.etag and resp.get("ETag") != state.etag:
+                body.close()  # a server that ignores If-Match answered with another version
+                raise _VersionChanged
             try:
                 self._stream_part(body, fileobj, start, state)
             finally:
@@ -536,7 +548,7 @@ class Boto3Transport:
                 status = (
                     getattr(first, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
                 )
-                if status == 412:
+                if status == 412 or isinstance(first, _VersionChanged):
                     # The object changed between parts: give the bytes up; a retry starts over.
                     fileobj.seek(0)
                     fileobj.truncate()
@@ -591,6 +603,10 @@ class Boto3Transport:
             transfer.shutdown()
         for client in clients:
             client.close()
+
+
+class _VersionChanged(Exception):
+    """A resumed or ranged answer came from another version of the object."""
 
 
 class _Progress(BaseSubscriber):
