@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: demo test test-faults lint unit integration bench clean
+.PHONY: demo test test-faults test-scale lint unit integration bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || { $(PY) -m pip install --quiet virtualenv && $(PY) -m virtualenv $(VENV); }
@@ -25,7 +25,11 @@ demo: $(VENV)/.cli
 
 test: $(VENV)/.test
 	$(MAKE) --no-print-directory lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not faults"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not faults and not scale"
+
+# Dask bulk sync (a LocalCluster of worker processes, 1,000 objects).
+test-scale: $(VENV)/.test
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m scale
 
 # The full fault matrix (the quick subset runs in make test).
 test-faults: $(VENV)/.test

@@ -154,6 +154,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     repair.add_argument("--group", metavar="NAME", help="only this replica set (default: all)")
 
+    sync = sub.add_parser(
+        "sync", parents=[common], help="make DST hold what SRC holds (sharded, parallel, resumable)"
+    )
+    sync.add_argument("src", metavar="SRC", help="NAME:bucket[/prefix]")
+    sync.add_argument("dst", metavar="DST", help="NAME:bucket[/prefix]")
+    sync.add_argument("--delete", action="store_true", help="delete DST keys that SRC lacks")
+    sync.add_argument("--dry-run", action="store_true", help="change nothing; print the plan")
+    sync.add_argument(
+        "--workers", type=int, metavar="N", help="worker processes (1; with --dask local: 2)"
+    )
+    sync.add_argument(
+        "--dask", metavar="ADDR", help="a Dask scheduler (tcp://host:8786), or 'local'"
+    )
+    sync.add_argument("--state", metavar="PATH", help="resume state (SQLite) file")
+    sync.add_argument("--shard-size", type=int, default=1000, metavar="N", help="keys per shard")
+
     metrics = sub.add_parser(
         "serve-metrics",
         parents=[common],
@@ -188,6 +204,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
     bench.add_argument("--size-mb", type=int, default=256, help="object size of 'large'")
     bench.add_argument("--json", dest="bench_json", action="store_true", help="JSON output")
+    bench.add_argument("suite", nargs="?", choices=("bulk",), help="'bulk': the sync benchmark")
+    bench.add_argument("--objects", type=int, default=5000, help="objects of the bulk benchmark")
     return parser
 
 
@@ -209,6 +227,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         from ._bench import run_bench
 
+        if args.suite == "bulk":
+            from .bulk import run_bench_bulk
+
+            return run_bench_bulk(
+                objects=args.objects,
+                server=args.kind,
+                as_json=args.bench_json or bool(getattr(args, "json", False)),
+            )
+
         if args.ops < 8 or args.reps < 1 or args.size_mb < 1:
             _error("bench: --ops must be >= 8, --reps and --size-mb >= 1")
             return EXIT_USAGE
@@ -224,6 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _setup_logging(args.verbose)
+    if args.command == "sync":
+        from .bulk import cli_sync
+
+        return cli_sync(args, args.config)
     try:
         with _Session(args) as session:
             return _COMMANDS[args.command](session)
