@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: demo test test-faults test-scale lint unit integration bench clean
+.PHONY: demo test test-faults test-scale test-matrix ceph ceph-install lint unit integration bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || { $(PY) -m pip install --quiet virtualenv && $(PY) -m virtualenv $(VENV); }
@@ -25,7 +25,23 @@ demo: $(VENV)/.cli
 
 test: $(VENV)/.test
 	$(MAKE) --no-print-directory lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not faults and not scale"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not faults and not scale and not matrix"
+
+# The compatibility matrix's SeaweedFS and Ceph RGW cells (moto and nanio run in make test).
+test-matrix: $(VENV)/.test ceph-install
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m matrix tests/matrix
+
+# Debian's Ceph packages, when this machine can install them (root + apt); else the Ceph cells
+# are skipped with a reason.
+ceph-install:
+	@if command -v radosgw >/dev/null && command -v ceph-mon >/dev/null && command -v ceph-osd >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends radosgw ceph-mon ceph-osd ceph-common >/dev/null; } \
+	    || echo "ceph-install: apt-get failed; the Ceph RGW cells will be skipped"; \
+	else echo "ceph-install: no root apt-get here; the Ceph RGW cells will be skipped"; fi
+
+ceph: ceph-install
+	bash scripts/ceph-up.sh
 
 # Dask bulk sync (a LocalCluster of worker processes, 1,000 objects).
 test-scale: $(VENV)/.test

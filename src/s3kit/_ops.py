@@ -101,6 +101,8 @@ def copy_object(
         )
         result = {**resp, "Bucket": bucket, "Key": key}
         etag = (resp.get("CopyObjectResult") or {}).get("ETag")
+        if etag and not etag.startswith('"'):
+            etag = f'"{etag}"'  # SeaweedFS and Ceph send it without the quotes of every ETag
         if etag and "ETag" not in result:
             result["ETag"] = etag
         return result
@@ -132,7 +134,7 @@ def upload_file(
         phys = ep.config.physical_bucket(bucket)
         if callback is None:
             resp = ep.transport.upload_file(file_path, phys, key, extra, timeout)
-            return {**resp, "Bucket": bucket, "Key": key}
+            return _with_etag(ep, phys, key, timeout, {**resp, "Bucket": bucket, "Key": key})
         sent = 0
 
         def count(n: int) -> None:
@@ -146,9 +148,20 @@ def upload_file(
             if sent:
                 callback(-sent)  # this attempt's bytes are given up; a retry counts anew
             raise
-        return {**resp, "Bucket": bucket, "Key": key}
+        return _with_etag(ep, phys, key, timeout, {**resp, "Bucket": bucket, "Key": key})
 
     return Op("upload_file", attempt, WRITE, bucket, key)
+
+
+def _with_etag(
+    ep: Endpoint, phys: str, key: str, timeout: float | None, result: dict[str, Any]
+) -> dict[str, Any]:
+    """Ceph RGW 16 answers CompleteMultipartUpload with an empty ETag: only then, ask a HEAD
+    (it could see a later writer's object, which is why it is never asked otherwise)."""
+    if not result.get("ETag"):
+        head = ep.transport.head_object(phys, key, None, timeout)
+        result["ETag"] = head.get("ETag")
+    return result
 
 
 def create_bucket(bucket: str) -> Op:
