@@ -124,6 +124,20 @@ def _parser() -> argparse.ArgumentParser:
     stat = sub.add_parser("stat", parents=[common], help="show an object's metadata (HEAD)")
     stat.add_argument("path")
 
+    replicate = sub.add_parser(
+        "replicate",
+        parents=[common],
+        help="upload one local file to every endpoint (or --to NAME ...) in parallel",
+    )
+    replicate.add_argument("file", metavar="FILE")
+    replicate.add_argument("dst", metavar="s3://BUCKET/KEY")
+    replicate.add_argument(
+        "--to", dest="targets", action="append", metavar="NAME", help="only these endpoints"
+    )
+    replicate.add_argument(
+        "--min-success", type=int, default=None, metavar="N", help="fail unless N succeed"
+    )
+
     presign = sub.add_parser(
         "presign", parents=[common], help="print a presigned GET URL (signed locally)"
     )
@@ -508,6 +522,34 @@ def _cmd_stat(s: _Session) -> int:
         if value is not None:
             print(f"  {label:<14} {value}")
     return EXIT_OK
+
+
+def _cmd_replicate(s: _Session) -> int:
+    loc = s.remote(s.args.dst, key=True)
+    if loc.endpoint is not None:
+        raise UsageError("replicate takes s3://BUCKET/KEY; choose endpoints with --to NAME")
+    if not os.path.isfile(s.args.file):
+        raise UsageError(f"{s.args.file}: no such file")
+    results = s.mux.replicate(
+        s.args.file, loc.bucket, loc.key, endpoints=s.args.targets, min_success=s.args.min_success
+    )
+    failed = [name for name, r in results.items() if not r["success"]]
+    if s.json:
+        s.emit(
+            {
+                name: {"success": True, "result": r["result"]}
+                if r["success"]
+                else {"success": False, "error": str(r["error"])}
+                for name, r in results.items()
+            }
+        )
+    else:
+        for name, r in results.items():
+            if r["success"]:
+                print(f"replicate: {s.args.file} -> {name}:{loc.bucket}/{loc.key}")
+            else:
+                _error(f"replicate to {name}: {r['error']}")
+    return EXIT_PARTIAL if failed else EXIT_OK
 
 
 def _cmd_presign(s: _Session) -> int:
@@ -1120,6 +1162,7 @@ _COMMANDS: dict[str, Callable[[_Session], int]] = {
     "rm": _cmd_rm,
     "stat": _cmd_stat,
     "presign": _cmd_presign,
+    "replicate": _cmd_replicate,
     "health": _cmd_health,
     "stats": _cmd_stats,
     "repair": _cmd_repair,

@@ -242,6 +242,20 @@ def test_presign_url_works(run: Run, tmp_path: Path) -> None:
     )
 
 
+def test_replicate_to_every_endpoint(run: Run, tmp_path: Path, servers: S3ServerPool) -> None:
+    key = f"{unique()}/copies.bin"
+    data = os.urandom(50_000)
+    (tmp_path / "copies.bin").write_bytes(data)
+    out = json.loads(run("replicate", "copies.bin", f"s3://{BUCKET}/{key}", "--json").stdout)
+    assert {r["success"] for r in out.values()} == {True}
+    assert len(out) == len(servers)
+    for server in servers:
+        assert server.client().get_object(Bucket=BUCKET, Key=key)["Body"].read() == data
+    assert "choose endpoints with --to" in one_line_error(
+        run("replicate", "copies.bin", f"backup:{BUCKET}/{key}", rc=2)
+    )
+
+
 def test_rm(run: Run, tmp_path: Path, servers: S3ServerPool) -> None:
     prefix = unique()
     (tmp_path / "x.txt").write_bytes(b"x")
