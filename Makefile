@@ -25,11 +25,12 @@ demo: $(VENV)/.cli
 
 test: $(VENV)/.test
 	$(MAKE) --no-print-directory lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not faults and not scale and not matrix"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not faults and not scale" --ignore=tests/matrix
 
-# The compatibility matrix's SeaweedFS and Ceph RGW cells (moto and nanio run in make test).
+# The compatibility matrix: every feature on moto, nanio, SeaweedFS and Ceph RGW, both transports
+# (make test runs the transport contract suite on moto and nanio).
 test-matrix: $(VENV)/.test ceph-install
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m matrix tests/matrix
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/matrix
 
 # Debian's Ceph packages, when this machine can install them (root + apt); else the Ceph cells
 # are skipped with a reason.
@@ -43,7 +44,7 @@ ceph-install:
 ceph: ceph-install
 	bash scripts/ceph-up.sh
 
-# Dask bulk sync (a LocalCluster of worker processes, 1,000 objects).
+# Dask bulk sync (a LocalCluster of worker processes, 1,000 objects) and the bench's smoke run.
 test-scale: $(VENV)/.test
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m scale
 

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 
+@pytest.mark.scale
 @pytest.mark.timeout(240)
 def test_bench_reports_every_variant_and_ratios() -> None:
     proc = subprocess.run(
