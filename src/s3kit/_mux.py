@@ -454,7 +454,20 @@ class Multiplexer:
             raise ConfigError(
                 "repair needs a replica set: Multiplexer(replicas=[...]) or add_replica_group()"
             )
+        # Writes still finishing in the background would race the replay (and hold the lagging
+        # member's slots): let them settle first.
+        self.wait_for_writes()
         return _replica.repair(self, groups, bucket, prefix, bool(dry_run), progress, on_action)
+
+    def wait_for_writes(self, timeout: float = 30.0) -> bool:
+        """Wait up to ``timeout`` s for replica-set writes still running in the background;
+        True when none is left. What does not finish stays owed in the ledger."""
+        with self._pools_lock:
+            legs = list(self._legs)
+        if not legs:
+            return True
+        _done, not_done = concurrent.futures.wait(legs, timeout=max(0.0, timeout))
+        return not not_done
 
     def pending(self, bucket: str | None = None, prefix: str = "") -> list[dict[str, Any]]:
         """The ledger's rows: what some member may still lack (``op`` "put") or still hold
