@@ -555,9 +555,10 @@ class Endpoint:
         with self._lock:
             return dict(self._by_op), list(self._latency.buckets), self._latency.total
 
-    def latency_cost(self) -> float:
-        """Peak-EWMA latency in seconds for routing, decayed while the endpoint is idle."""
-        return self._latency.peak_cost(self._clock.monotonic())
+    def latency_cost(self, now: float | None = None) -> float:
+        """Latency in seconds for routing (a clipped EWMA), decayed while the endpoint is idle
+        (``now``: this endpoint's clock's monotonic time, read once by a router)."""
+        return self._latency.routing_cost(self._clock.monotonic() if now is None else now)
 
     @property
     def latency_ewma(self) -> float:

@@ -21,12 +21,25 @@ THROTTLE_MEMORY_S = 5.0
 
 
 class Limiter:
-    __slots__ = ("_clock", "_cond", "_limit", "in_flight", "max_concurrent", "throttled_until")
+    __slots__ = (
+        "_clock",
+        "_cond",
+        "_limit",
+        "_lock",
+        "_waiters",
+        "in_flight",
+        "max_concurrent",
+        "throttled_until",
+    )
 
     def __init__(self, max_concurrent: int, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.max_concurrent = max_concurrent
         self._limit = float(max_concurrent)
-        self._cond = threading.Condition(threading.Lock())
+        # The hot path (try_acquire/release) takes the bare lock, a C-level context manager,
+        # and signals the condition only when someone waits on it.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._waiters = 0
         self._clock = clock
         self.in_flight = 0
         self.throttled_until = 0.0
@@ -37,7 +50,7 @@ class Limiter:
         return max(1, int(self._limit))
 
     def try_acquire(self) -> bool:
-        with self._cond:
+        with self._lock:
             if self.in_flight < max(1, int(self._limit)):
                 self.in_flight += 1
                 return True
@@ -53,28 +66,34 @@ class Limiter:
                 return False
             # Condition waits use real time: the limiter is exercised with real threads.
             end = time.monotonic() + timeout
-            while self.in_flight >= max(1, int(self._limit)):
-                remaining = end - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
+            self._waiters += 1
+            try:
+                while self.in_flight >= max(1, int(self._limit)):
+                    remaining = end - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+            finally:
+                self._waiters -= 1
             self.in_flight += 1
             return True
 
     def release(self) -> None:
-        with self._cond:
+        with self._lock:
             self.in_flight -= 1
-            self._cond.notify()
+            if self._waiters:
+                self._cond.notify()
 
     def on_success(self) -> None:
         limit = self._limit
         if limit < self.max_concurrent:  # hot path: nothing to do at the full limit
-            with self._cond:
+            with self._lock:
                 self._limit = min(float(self.max_concurrent), self._limit + 1.0 / self._limit)
-                self._cond.notify()
+                if self._waiters:
+                    self._cond.notify()
 
     def on_throttle(self) -> None:
-        with self._cond:
+        with self._lock:
             self._limit = max(1.0, self._limit / 2.0)
             self.throttled_until = self._clock.monotonic() + THROTTLE_MEMORY_S
 

@@ -9,8 +9,9 @@ thread-safe and cheap: it runs on every call.
 - ``least-loaded``: fewest requests in flight now; ties by fewest requests so far, then rotation.
 - ``random``: uniform shuffle.
 - ``weighted``: random order biased by each endpoint's ``weight``.
-- ``latency``: power of two choices on peak-EWMA latency × (in flight + 1) (Finagle's P2C);
-  endpoints with no measurement yet go first, so they get measured.
+- ``latency``: power of two choices (Finagle's P2C) on an EWMA of latency (tail answers
+  clipped, decaying while idle) × (1 + in flight / concurrency limit); endpoints with no
+  measurement yet go first, so they get measured.
 - ``priority``: lowest ``priority`` first; a lower tier takes traffic only while every endpoint
   above it is unavailable. Rotation within a tier.
 - ``key-hash``: rendezvous hashing of bucket/key, so a key always goes to the first healthy
@@ -104,17 +105,31 @@ class LatencyP2C:
     demote_throttled = True
 
     @staticmethod
-    def _score(ep: Endpoint) -> float:
-        return ep.latency_cost() * (ep.limiter.in_flight + 1)
+    def _score(ep: Endpoint, now: float | None = None) -> float:
+        # Latency, weighted by how full the endpoint's concurrency limit is. Finagle
+        # multiplies by (in flight + 1), which assumes latency grows with each request queued
+        # at the server; a large object store barely notices one client's requests, and that
+        # factor sends every idle slow endpoint a share of the traffic (its p99 becomes
+        # everyone's). Load still counts: a slot-starved endpoint costs up to twice as much.
+        limiter = ep.limiter
+        return ep.latency_cost(now) * (1.0 + limiter.in_flight / limiter.limit)
 
     def order(self, candidates: Sequence[Endpoint], op: Op | None) -> list[Endpoint]:
         n = len(candidates)
         if n < 2:
             return list(candidates)
-        a, b = random.sample(range(n), 2)
-        first = a if self._score(candidates[a]) <= self._score(candidates[b]) else b
-        rest = sorted((ep for i, ep in enumerate(candidates) if i != first), key=self._score)
-        return [candidates[first], *rest]
+        score = self._score
+        # one clock reading for all: scores decay with time, and reading it per endpoint
+        # would make the later ones look a little cheaper on every call
+        now = candidates[0]._clock.monotonic()
+        scores = [score(ep, now) for ep in candidates]
+        a = random.randrange(n)
+        b = random.randrange(n - 1)
+        if b >= a:
+            b += 1
+        first = a if scores[a] <= scores[b] else b
+        rest = sorted((i for i in range(n) if i != first), key=scores.__getitem__)
+        return [candidates[first], *(candidates[i] for i in rest)]
 
 
 class Priority(_Rotation):

@@ -17,7 +17,8 @@ __all__ = ["LATENCY_BUCKETS", "EndpointStats", "LatencyWindow"]
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 _EWMA_ALPHA = 0.2
-PEAK_DECAY_S = 5.0  # time constant of the routing latency's decay (Finagle uses 10 s)
+COST_DECAY_S = 5.0  # time constant of the routing cost's decay while an endpoint is idle
+COST_CLIP = 3.0  # a routing-cost sample counts at most this many times the current cost
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class EndpointStats:
 class LatencyWindow:
     """EWMA plus the last ``size`` samples (seconds) for percentiles. Caller holds a lock."""
 
-    __slots__ = ("_i", "_samples", "_size", "buckets", "ewma", "peak", "peak_at", "total")
+    __slots__ = ("_i", "_samples", "_size", "buckets", "cost", "cost_at", "ewma", "total")
 
     def __init__(self, size: int = 1024) -> None:
         self._size = size
@@ -60,21 +61,22 @@ class LatencyWindow:
         self.ewma = 0.0
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket, not cumulative
         self.total = 0.0
-        self.peak = 0.0  # peak-EWMA (Finagle) for routing, as of peak_at
-        self.peak_at = 0.0
+        self.cost = 0.0  # the routing cost (a clipped EWMA), as of cost_at
+        self.cost_at = 0.0
 
     def add(self, seconds: float, now: float = 0.0) -> None:
         self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.total += seconds
-        # Peak-EWMA: a slower sample is taken at once, faster ones are averaged in with a
-        # weight that grows with the time since the last sample.
-        decayed = self.peak_cost(now)
-        if seconds > decayed:
-            self.peak = seconds
-        else:
-            w = math.exp(-max(0.0, now - self.peak_at) / PEAK_DECAY_S)
-            self.peak = decayed * w + seconds * (1.0 - w) if self._samples else seconds
-        self.peak_at = now
+        # The routing cost: an EWMA whose samples are clipped at COST_CLIP times the current
+        # value. One tail answer (every store has them) moves it by at most 40 %, so equal
+        # endpoints stay equal; an endpoint that turns slow for good gets there in a few
+        # answers (x1.4 each). Finagle's peak-EWMA takes every spike in full and keeps it for
+        # seconds, and under load all endpoints' spikes look alike.
+        cost = self.cost
+        self.cost = (
+            seconds if not cost else cost + _EWMA_ALPHA * (min(seconds, COST_CLIP * cost) - cost)
+        )
+        self.cost_at = now
         if not self._samples:
             self.ewma = seconds
         else:
@@ -85,12 +87,12 @@ class LatencyWindow:
             self._samples[self._i] = seconds
             self._i = (self._i + 1) % self._size
 
-    def peak_cost(self, now: float) -> float:
-        """The peak-EWMA decayed toward 0 for the time without samples, so an endpoint that
-        was slow once is tried again after a while instead of being starved forever."""
-        if not self.peak:
+    def routing_cost(self, now: float) -> float:
+        """The routing cost decayed toward 0 for the time without samples, so an endpoint
+        that was slow once is tried again after a while instead of being starved forever."""
+        if not self.cost:
             return 0.0
-        return self.peak * math.exp(-max(0.0, now - self.peak_at) / PEAK_DECAY_S)
+        return self.cost * math.exp(-max(0.0, now - self.cost_at) / COST_DECAY_S)
 
     def percentiles(self, *qs: float) -> list[float]:
         data = sorted(self._samples)

@@ -157,6 +157,16 @@ def test_latency_picks_the_slow_endpoint_first_far_less_often() -> None:
     assert all(router.order(eps, None)[-1] is slow for _ in range(50))
 
 
+def test_latency_a_little_load_does_not_send_traffic_to_a_slow_endpoint() -> None:
+    fast, slow = endpoints("fast", "slow")
+    fast._latency.add(0.010, time.monotonic())
+    slow._latency.add(0.050, time.monotonic())
+    fast.limiter.in_flight = 3  # 0.010 * (1 + 3/5) < 0.050: Finagle's (3 + 1) would pick slow
+    router = make_router("latency")
+    for _ in range(20):
+        assert router.order([slow, fast], None)[0] is fast
+
+
 def test_latency_unmeasured_endpoints_go_first() -> None:
     measured = endpoint("measured")
     measured._latency.add(0.010, time.monotonic())
@@ -170,7 +180,7 @@ def test_latency_counts_in_flight_load() -> None:
     a, b = endpoints("a", "b")
     a._latency.add(0.010, time.monotonic())
     b._latency.add(0.015, time.monotonic())
-    a.limiter.in_flight = 2  # 0.010 * 3 > 0.015 * 1
+    a.limiter.in_flight = 4  # 0.010 * (1 + 4/5) > 0.015 * (1 + 0/5)
     router = make_router("latency")
     for _ in range(20):
         assert router.order([a, b], None)[0] is b

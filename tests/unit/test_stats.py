@@ -120,17 +120,18 @@ def test_endpoint_stats_as_dict() -> None:
     assert len(d) == 21
 
 
-def test_peak_ewma_takes_peaks_at_once_and_decays_while_idle() -> None:
-    from s3kit._stats import PEAK_DECAY_S, LatencyWindow
+def test_routing_cost_clips_tail_answers_follows_lasting_change_and_decays_while_idle() -> None:
+    from s3kit._stats import COST_DECAY_S, LatencyWindow
 
     w = LatencyWindow()
     w.add(0.010, 100.0)
-    assert w.peak_cost(100.0) == pytest.approx(0.010)
-    w.add(0.200, 100.1)  # a slow answer counts in full at once
-    assert w.peak_cost(100.1) == pytest.approx(0.200)
+    assert w.routing_cost(100.0) == pytest.approx(0.010)
+    w.add(0.200, 100.01)  # one tail answer counts as 3x the cost at most: +40 %
+    assert w.routing_cost(100.01) == pytest.approx(0.014)
+    for i in range(8):  # an endpoint that stays 20x slower gets there in a few answers
+        w.add(0.200, 100.02 + i * 0.01)
+    assert w.routing_cost(100.09) > 0.100
     # without samples the cost fades, so a once-slow endpoint is tried again later
-    assert w.peak_cost(100.1 + PEAK_DECAY_S) == pytest.approx(0.200 * 0.36788, rel=1e-3)
-    assert w.peak_cost(100.1 + 10 * PEAK_DECAY_S) < 0.0001
-    # a fast answer right after is averaged in with little weight
-    w.add(0.010, 100.1001)
-    assert 0.19 < w.peak_cost(100.1001) <= 0.200
+    cost = w.routing_cost(100.09)
+    assert w.routing_cost(100.09 + COST_DECAY_S) == pytest.approx(cost * 0.36788, rel=1e-3)
+    assert w.routing_cost(100.09 + 10 * COST_DECAY_S) < 0.0001
