@@ -35,6 +35,7 @@ import botocore.handlers
 from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
+from .. import _pid
 from .._config import EndpointConfig
 from .._errors import (
     AccessDenied,
@@ -134,7 +135,7 @@ class Boto3Transport:
     def __init__(self, config: EndpointConfig) -> None:
         self._cfg = config
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._pid = _pid.current()
         # None: the shared client; a float: a shorter read timeout for deadline calls;
         # TRANSFER: the client s3transfer uses, which retries a part in place.
         self._clients: dict[float | str | None, S3Client] = {}
@@ -145,7 +146,7 @@ class Boto3Transport:
 
     # ---------------------------------------------------------------- clients
     def _client(self, timeout: float | str | None = None) -> S3Client:
-        if self._pid == os.getpid():
+        if self._pid == _pid.current():
             client = self._clients.get(timeout)
             if client is not None:
                 return client
@@ -153,9 +154,9 @@ class Boto3Transport:
 
     def _make_client(self, timeout: float | str | None) -> S3Client:
         with self._lock:
-            if self._pid != os.getpid():
+            if self._pid != _pid.current():
                 # A forked child must not share the parent's sockets: build everything anew.
-                self._pid = os.getpid()
+                self._pid = _pid.current()
                 self._clients = {}
                 self._session = None
                 self._transfer = None

@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
 
+from .. import _pid
 from .._config import EndpointConfig
 from .._errors import (
     AccessDenied,
@@ -117,7 +118,7 @@ def native_key(key: str) -> bool:
 
 def _obstore_usable() -> bool:
     pid = _runtime_pid
-    return pid is None or pid == os.getpid()
+    return pid is None or pid == _pid.current()
 
 
 def _claim_runtime() -> bool:
@@ -125,8 +126,8 @@ def _claim_runtime() -> bool:
     global _runtime_pid
     with _runtime_lock:
         if _runtime_pid is None:
-            _runtime_pid = os.getpid()
-        return _runtime_pid == os.getpid()
+            _runtime_pid = _pid.current()
+        return _runtime_pid == _pid.current()
 
 
 # ----------------------------------------------------------------------------- errors
@@ -415,7 +416,7 @@ class ObstoreTransport:
             ) from None
         self._cfg = config
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._pid = _pid.current()
         self._stores: dict[tuple[str, int, float | None], S3Store] = {}
         self._credentials = _Credentials(config)
         self._delegate: Boto3Transport | None = None
@@ -428,7 +429,7 @@ class ObstoreTransport:
             # Round up to 0.25 s so deadline calls share a handful of cached stores.
             timeout = max(0.25, math.ceil(timeout * 4) / 4) if timeout < limit else None
         key = (bucket, kind, timeout)
-        if self._pid == os.getpid():
+        if self._pid == _pid.current():
             store = self._stores.get(key)
             if store is not None:
                 return store
@@ -440,9 +441,9 @@ class ObstoreTransport:
         bucket, kind, deadline = key
         self._credentials.resolve()
         with self._lock:
-            if self._pid != os.getpid():
+            if self._pid != _pid.current():
                 # A forked child must not share the parent's connections: build anew.
-                self._pid = os.getpid()
+                self._pid = _pid.current()
                 self._stores = {}
                 self._delegate = None
             cached = self._stores.get(key)
@@ -503,11 +504,11 @@ class ObstoreTransport:
 
     def _boto(self) -> Boto3Transport:
         delegate = self._delegate
-        if delegate is not None and self._pid == os.getpid():
+        if delegate is not None and self._pid == _pid.current():
             return delegate
         with self._lock:
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
+            if self._pid != _pid.current():
+                self._pid = _pid.current()
                 self._stores = {}
                 self._delegate = None
             if self._delegate is None:
