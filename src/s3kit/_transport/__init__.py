@@ -37,10 +37,19 @@ class DownloadState:
     #: ranged-parts mode for large objects: part start -> bytes of it written (None: one stream)
     parts: dict[int, int] | None = None
 
+    #: whether chunks are hashed: decided at the first chunk, when the ETag is known (only a
+    #: single-part object's ETag is the MD5 of its bytes; hashing a multipart one is wasted CPU)
+    hashing: bool | None = None
+
     def take(self, fileobj: BinaryIO, chunk: bytes) -> bool:
         """Write one body chunk; returns True once the deadline has passed."""
         fileobj.write(chunk)
-        self.md5.update(chunk)
+        hashing = self.hashing
+        if hashing is None:
+            etag = self.etag
+            hashing = self.hashing = etag is None or "-" not in etag
+        if hashing:
+            self.md5.update(chunk)
         self.offset += len(chunk)
         if self.progress is not None:
             self.progress(len(chunk))
@@ -54,6 +63,7 @@ class DownloadState:
         self.etag = None
         self.total = None
         self.md5 = hashlib.md5()
+        self.hashing = None
         self.response = {}
         self.parts = None
 
