@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import s3kit
+from s3kit._config import default_transport
 from s3kit.testing import S3Server
 
 BUCKET = "test-bucket"
@@ -28,6 +29,27 @@ ServerFactory = Callable[..., S3Server]
 def pytest_configure(config: pytest.Config) -> None:
     # Also declared in pyproject.toml; repeated so the marker is known under any rootdir.
     config.addinivalue_line("markers", "slow: longer fault tests")
+    config.addinivalue_line(
+        "markers",
+        "boto3_only(reason): checks boto3-transport internals; skipped when S3KIT_TRANSPORT "
+        "picks another default transport (make test-obstore)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``S3KIT_TRANSPORT=obstore`` skip the few tests marked ``boto3_only(reason)``."""
+    transport = default_transport()
+    if transport == "boto3":
+        return
+    for item in items:
+        marker = item.get_closest_marker("boto3_only")
+        if marker is None:
+            continue
+        if not marker.args or not isinstance(marker.args[0], str):
+            raise pytest.UsageError(f"{item.nodeid}: boto3_only needs a reason string")
+        item.add_marker(
+            pytest.mark.skip(reason=f"boto3 transport only ({transport} default): {marker.args[0]}")
+        )
 
 
 def _started(server: S3Server, bucket: str | None) -> S3Server:

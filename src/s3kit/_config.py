@@ -6,6 +6,7 @@ Policies are immutable; live state (counters, breaker) lives on the Endpoint.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -15,7 +16,7 @@ from urllib.parse import urlsplit
 
 from ._errors import ConfigError, InvalidArgument
 
-__all__ = ["OPTION_DEFAULTS", "EndpointConfig", "make_config"]
+__all__ = ["OPTION_DEFAULTS", "TRANSPORT_ENV", "EndpointConfig", "default_transport", "make_config"]
 
 _AWS_REGION_HOST = re.compile(
     r"(?:^|\.)s3[.-](?:dualstack\.)?([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$"
@@ -76,6 +77,8 @@ OPTION_DEFAULTS: Mapping[str, Any] = MappingProxyType(
 )
 
 _TRANSPORTS = ("boto3", "obstore")
+#: Environment variable naming the transport for endpoints configured without one.
+TRANSPORT_ENV = "S3KIT_TRANSPORT"
 _POSITIVE_TIMEOUTS = (
     "connect_timeout",
     "read_timeout",
@@ -91,6 +94,23 @@ def _region_from_url(url: str) -> str:
     host = urlsplit(url).hostname or ""
     match = _AWS_REGION_HOST.search(host)
     return match.group(1) if match else "us-east-1"
+
+
+def default_transport() -> str:
+    """The transport for an endpoint that names none: ``$S3KIT_TRANSPORT``, else ``"boto3"``.
+
+    Read at each call (no caching), so a test or a process can switch it. An explicit
+    ``transport=`` option (or a config file's) always wins over the variable.
+    """
+    value = os.environ.get(TRANSPORT_ENV, "").strip()
+    if not value:
+        return "boto3"
+    if value not in _TRANSPORTS:
+        raise ConfigError(
+            f"environment variable {TRANSPORT_ENV}={value!r} is not a transport; "
+            f"valid: {', '.join(_TRANSPORTS)}"
+        )
+    return value
 
 
 def _check_url(url: object) -> str:
@@ -166,8 +186,10 @@ def make_config(
         raise InvalidArgument("retry_budget", "must be between 0 and 10")
     if "weight" in options and _number("weight", options["weight"], integer=False) <= 0:
         raise InvalidArgument("weight", "must be > 0")
-    transport = options.get("transport", "boto3")
-    if transport not in _TRANSPORTS:
+    transport = options.get("transport")
+    if transport is None:
+        options["transport"] = transport = default_transport()
+    elif transport not in _TRANSPORTS:
         raise ConfigError(f"unknown transport {transport!r}; valid: {', '.join(_TRANSPORTS)}")
     buckets = options.pop("buckets", None) or {}
     if not isinstance(buckets, Mapping) or not all(

@@ -83,10 +83,13 @@ def test_large_download_fetches_ranged_parts_and_resumes_a_cut_one(
         assert handler.stats().retries == 1
         gets = [r for r in proxy.stats["recent_requests"] if r["method"] == "GET"]
         ranged = [r["headers"].get("range") for r in gets[1:]]
-        # the rest came as bounded ranges pinned to the first answer's ETag, the cut part
-        # resumed where it stopped
-        assert "bytes=1048576-8388607" in ranged
-        assert "bytes=8388608-16777215" in ranged
-        assert f"bytes=16777216-{size - 1}" in ranged
-        assert all("if-match" in r["headers"] for r in gets[1:])
+        assert all("if-match" in r["headers"] for r in gets[1:])  # pinned to the first ETag
+        if handler.transport.name == "obstore":
+            # obstore streams one GET (fast enough alone); the retry resumes where it was cut
+            assert ranged == ["bytes=1048576-"]
+        else:
+            # the rest came as bounded ranges, the cut part resumed where it stopped
+            assert "bytes=1048576-8388607" in ranged
+            assert "bytes=8388608-16777215" in ranged
+            assert f"bytes=16777216-{size - 1}" in ranged
         handler.close()

@@ -13,7 +13,8 @@ from s3kit._errors import ConfigError, InvalidArgument, S3KitError
 URL = "http://localhost:9000"
 
 
-def test_defaults_match_the_contract() -> None:
+def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("S3KIT_TRANSPORT", raising=False)
     cfg = make_config(URL)
     assert cfg.connect_timeout == 2
     assert cfg.read_timeout == 15
@@ -205,3 +206,25 @@ def test_is_aws() -> None:
     assert make_config("https://s3.cn-north-1.amazonaws.com.cn").is_aws
     assert not make_config(URL).is_aws
     assert not make_config("https://amazonaws.com.evil.example").is_aws
+
+
+def test_transport_env_var_sets_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S3KIT_TRANSPORT", "obstore")
+    assert make_config(URL).transport == "obstore"
+    # An explicit option (a config file's options arrive the same way) beats the variable.
+    assert make_config(URL, transport="boto3").transport == "boto3"
+    monkeypatch.setenv("S3KIT_TRANSPORT", "")
+    assert make_config(URL).transport == "boto3"
+    monkeypatch.delenv("S3KIT_TRANSPORT")
+    assert make_config(URL).transport == "boto3"
+
+
+def test_bad_transport_env_var_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S3KIT_TRANSPORT", "curl")
+    with pytest.raises(ConfigError) as info:
+        make_config(URL)
+    message = str(info.value)
+    assert "S3KIT_TRANSPORT" in message and "'curl'" in message
+    assert "boto3" in message and "obstore" in message
+    # Not consulted when the endpoint names its transport.
+    assert make_config(URL, transport="obstore").transport == "obstore"

@@ -108,6 +108,26 @@ def test_build_makes_a_multiplexer_with_those_options(tmp_path: Path) -> None:
         assert "strategy=least-loaded" in repr(mux)
 
 
+def test_transport_precedence_option_file_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # explicit option > config file > $S3KIT_TRANSPORT > "boto3"
+    monkeypatch.setenv("S3KIT_TRANSPORT", "obstore")
+    path = write(
+        tmp_path,
+        '[endpoints.a]\nurl = "http://127.0.0.1:9000"\ntransport = "boto3"\n'
+        '[endpoints.b]\nurl = "http://127.0.0.1:9001"\n',
+    )
+    with multiplexer_from_config(path) as mux:
+        assert mux.endpoint("a").config.transport == "boto3"  # the file beats the variable
+        assert mux.endpoint("b").config.transport == "obstore"  # the variable beats "boto3"
+        added = mux.add_endpoint("c", "http://127.0.0.1:9002", transport="boto3")
+        assert added.config.transport == "boto3"
+    monkeypatch.setenv("S3KIT_TRANSPORT", "nope")
+    with pytest.raises(ConfigError, match="S3KIT_TRANSPORT"):
+        multiplexer_from_config(path)
+
+
 def test_defaults_may_hold_shared_credentials(tmp_path: Path) -> None:
     path = write(
         tmp_path,
