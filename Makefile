@@ -54,7 +54,8 @@ ceph-install:
 ceph: ceph-install
 	bash scripts/ceph-up.sh
 
-# Dask bulk sync (a LocalCluster of worker processes, 1,000 objects) and the bench's smoke run.
+# Scale-out: the Redis fleet, Dask bulk sync (a LocalCluster of worker processes, 1,000 objects),
+# bulk replicate/repair on worker processes, and the bench's smoke run.
 test-scale: $(VENV)/.test
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m scale
 

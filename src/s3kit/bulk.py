@@ -35,14 +35,19 @@ How it works:
   process keeps every endpoint's ``max_concurrent`` limit for all its tasks together.
 * **Resumable.** Before the first shard runs, the plan is written to a SQLite state file
   (``state_path``, default ``$XDG_STATE_HOME/s3kit/sync.sqlite``) under a hash of the job (config,
-  source, destination, options); a shard is recorded done once every copy and delete in it
-  succeeded. A rerun of an unfinished job (a crash, Ctrl-C, failed copies) skips the done shards.
-  Once every shard is done the job is marked finished, and the next run plans afresh (and copies
-  nothing when nothing changed). A killed worker loses nothing: its shard runs again (Dask
-  reschedules it; the local pool is rebuilt) and copies only what is still missing.
+  source, destination, options) - or, with ``state="s3"``, to objects under ``.s3kit-sync/`` in
+  the destination (see :class:`_S3State`), so a driver on another machine resumes; a shard is
+  recorded done once every copy and delete in it succeeded. A rerun of an unfinished job (a
+  crash, Ctrl-C, failed copies) skips the done shards. Once every shard is done the job is
+  marked finished, and the next run plans afresh (and copies nothing when nothing changed). A
+  killed worker loses nothing: its shard runs again (Dask reschedules it; the local pool is
+  rebuilt) and copies only what is still missing.
 * **Retries.** Every request has its endpoint's retries; a shard that raised or had failed copies
   is run once more (Dask also retries a raising task twice). What still fails is counted in
   ``"failed"`` and left for the next run.
+
+:func:`replicate` (one source, several destinations) and :func:`repair` (the members of a
+replica set; each key's newest version wins) run on the same shards, workers and state.
 
 ``sync`` returns ``{"listed", "copied", "skipped", "deleted", "failed", "bytes", "shards",
 "shards_skipped", "dry_run"}``: ``listed`` source objects compared in this run, ``bytes`` copied
@@ -57,6 +62,7 @@ import concurrent.futures
 import contextlib
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -68,11 +74,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ._configfile import find_config, load_config
-from ._errors import ConfigError, EndpointError, InvalidArgument, S3KitError
+from ._errors import ConfigError, EndpointError, InvalidArgument, NotFound, S3KitError
 from ._ops import READ, Op
 from ._replica import SOURCE_ETAG  # metadata: the ETag of the object a copy was made from
 from ._transport._boto3 import MULTIPART_THRESHOLD, map_boto_error
@@ -83,10 +89,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COUNTS",
+    "MANIFEST_PREFIX",
+    "STATES",
     "Location",
     "Shard",
     "SyncJob",
     "bench_bulk",
+    "cli_repair",
+    "cli_replicate",
     "cli_sync",
     "compare",
     "default_state_path",
@@ -94,6 +104,8 @@ __all__ = [
     "parse_location",
     "plan_shard",
     "plan_shards",
+    "repair",
+    "replicate",
     "run_bench_bulk",
     "run_shard",
     "sync",
@@ -101,6 +113,9 @@ __all__ = [
 
 COUNTS = ("listed", "copied", "skipped", "deleted", "failed", "bytes", "shards", "shards_skipped")
 
+MANIFEST_PREFIX = (
+    ".s3kit-sync/"  # under a location's prefix: resume state (state="s3"), never synced
+)
 _PAGE = 1000  # keys per ListObjectsV2 request
 _SMALL = MULTIPART_THRESHOLD  # below: GET + PUT in memory; above: temp file + multipart upload
 _COPY_LIMIT = 5 * 2**30  # CopyObject's limit; larger objects are streamed
@@ -115,6 +130,8 @@ _COPIED_FIELDS = (
     "ContentEncoding",
     "ContentLanguage",
 )
+
+_log = logging.getLogger("s3kit")
 
 PageFn = Callable[[str, "str | None", "str | None", "str | None"], Mapping[str, Any]]
 """One ListObjectsV2 page: ``(prefix, start_after, delimiter, continuation_token) -> response``."""
@@ -219,6 +236,20 @@ def iter_listing(
     Keys and bounds are relative to ``root``; common prefixes (with ``delimiter``) are appended to
     ``prefixes``, relative too.
     """
+    for rel, obj in _iter_objects(page, root, prefix, start_after, end, delimiter, prefixes):
+        yield rel, int(obj.get("Size") or 0), str(obj.get("ETag") or "")
+
+
+def _iter_objects(
+    page: PageFn,
+    root: str,
+    prefix: str = "",
+    start_after: str | None = None,
+    end: str | None = None,
+    delimiter: str | None = None,
+    prefixes: list[str] | None = None,
+) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """``(relative key, listing entry)``: :func:`iter_listing` with the whole entry."""
     first = root + start_after if start_after is not None else None
     last = root + end if end is not None else None
     cut = len(root)
@@ -231,7 +262,7 @@ def iter_listing(
             key = obj["Key"]
             if last is not None and key > last:
                 return
-            yield key[cut:], int(obj.get("Size") or 0), str(obj.get("ETag") or "")
+            yield key[cut:], obj
         if not resp.get("IsTruncated") or not resp.get("NextContinuationToken"):
             return
         token = str(resp["NextContinuationToken"])
@@ -264,15 +295,21 @@ def plan_shards(
     dst_page: PageFn | None = None,
     dst_root: str = "",
     threads: int = _PLAN_THREADS,
+    others: Sequence[tuple[PageFn, str]] = (),
 ) -> list[Shard]:
     """The shards of a sync: one (or more, ``shard_size`` keys each) per top-level common prefix
     of the source, range shards for the keys directly under the root, and - when ``dst_page`` is
-    given (``delete``) - one per common prefix only the destination has. Together they cover
-    every key under both roots exactly once."""
+    given (``delete``), or ``others`` (more ``(page, root)`` locations, e.g. a repair's other
+    members) - one per common prefix only those have. Together they cover every key under all
+    roots exactly once. The manifest prefix (``.s3kit-sync/``) is never part of a shard."""
     prefixes: list[str] = []
     flat = _chunk(iter_listing(src_page, src_root, "", delimiter="/", prefixes=prefixes),
                   shard_size, "", True)  # fmt: skip
-    shards = [s for s in flat if s.objects or dst_page is not None]
+    prefixes = [p for p in prefixes if p != MANIFEST_PREFIX]
+    extra = list(others)
+    if dst_page is not None:
+        extra.insert(0, (dst_page, dst_root))
+    shards = [s for s in flat if s.objects or extra]
 
     def one(prefix: str) -> list[Shard]:
         return _chunk(iter_listing(src_page, src_root, prefix), shard_size, prefix, False)
@@ -281,12 +318,15 @@ def plan_shards(
         with concurrent.futures.ThreadPoolExecutor(max(1, min(threads, len(prefixes)))) as pool:
             for part in pool.map(one, prefixes):
                 shards.extend(part)
-    if dst_page is not None:
+    seen = set(prefixes) | {MANIFEST_PREFIX}
+    for page, root in extra:
         theirs: list[str] = []
-        for _ in iter_listing(dst_page, dst_root, "", delimiter="/", prefixes=theirs):
+        for _ in iter_listing(page, root, "", delimiter="/", prefixes=theirs):
             pass
-        ours = set(prefixes)
-        shards.extend(Shard(p) for p in theirs if p not in ours)
+        for p in theirs:
+            if p not in seen:
+                seen.add(p)
+                shards.append(Shard(p))
     return shards
 
 
@@ -340,18 +380,35 @@ def plan_shard(src: Mapping[str, Row], dst: Mapping[str, Row], delete: bool) -> 
 # ---------------------------------------------------------------------------------- jobs
 @dataclass(frozen=True)
 class SyncJob:
-    """What a shard task gets: references and options only (no multiplexer, no secret)."""
+    """What a shard task gets: references and options only (no multiplexer, no secret).
+
+    A sync copies ``src`` to ``dst``; a replicate copies ``src`` to ``dst`` and each of ``more``;
+    a repair (``newest``) treats ``src``, ``dst`` and ``more`` as the members of a replica set
+    and copies each key's newest version to the members that lack it or hold another one.
+    """
 
     config: str  # absolute path of the configuration file, read by each worker
     src: Location
     dst: Location
     delete: bool = False
     dry_run: bool = False
-    copy_threads: int = 0  # per shard; 0: the larger max_concurrent of the two endpoints
+    copy_threads: int = 0  # per shard; 0: the largest max_concurrent of the endpoints
+    more: tuple[Location, ...] = ()  # further destinations (replicate) or members (repair)
+    newest: bool = False  # repair: no fixed source; a key's newest version wins
+    skip: frozenset[str] = frozenset()  # relative keys left alone (repair: owed in the ledger)
+    kind: str = "sync"  # "replicate" and "repair" name the endpoints in actions and errors
 
     @property
     def same_endpoint(self) -> bool:
         return self.src.endpoint == self.dst.endpoint
+
+    @property
+    def dsts(self) -> tuple[Location, ...]:
+        return (self.dst, *self.more)
+
+    @property
+    def locations(self) -> tuple[Location, ...]:
+        return (self.src, self.dst, *self.more)
 
 
 class _Worker:
@@ -447,12 +504,22 @@ def _list_page(
 
 
 def _rows(page: PageFn, loc: Location, shard: Shard) -> dict[str, Row]:
-    rows: dict[str, Row] = {}
+    return {rel: (size, etag) for rel, (size, etag, _) in _entries(page, loc, shard).items()}
+
+
+def _entries(page: PageFn, loc: Location, shard: Shard) -> dict[str, tuple[int, str, Any]]:
+    """``rel -> (size, ETag, LastModified)`` of one location's part of ``shard``."""
+    rows: dict[str, tuple[int, str, Any]] = {}
     delimiter = "/" if shard.flat else None
-    for rel, size, etag in iter_listing(
+    for rel, obj in _iter_objects(
         page, loc.prefix, shard.prefix, shard.start_after, shard.end, delimiter
     ):
-        rows[rel] = (size, etag)
+        if not rel.startswith(MANIFEST_PREFIX):
+            rows[rel] = (
+                int(obj.get("Size") or 0),
+                str(obj.get("ETag") or ""),
+                obj.get("LastModified"),
+            )
     return rows
 
 
@@ -460,6 +527,25 @@ def _extra(head: Mapping[str, Any]) -> dict[str, Any]:
     extra: dict[str, Any] = {name: head[name] for name in _COPIED_FIELDS if head.get(name)}
     extra["Metadata"] = dict(head.get("Metadata") or {})
     return extra
+
+
+def _effective(head: Mapping[str, Any]) -> str:
+    """The ETag a version is known by: its own when single-part, else the source ETag an s3kit
+    copy carries (a multipart original: its own)."""
+    etag = str(head.get("ETag") or "")
+    if _single_part(etag):
+        return etag
+    return str((head.get("Metadata") or {}).get(SOURCE_ETAG) or etag)
+
+
+def _later(a: Any, b: Any) -> bool:
+    try:
+        return bool(a is not None and (b is None or a > b))
+    except TypeError:
+        return False
+
+
+Copy = tuple[Location, Location, str, int, str, str]  # src, dst, key, size, ETag, why
 
 
 class _ShardRun:
@@ -486,153 +572,221 @@ class _ShardRun:
         with self.lock:
             self.result[name] += n
 
-    def fail(self, action: str, key: str, exc: BaseException) -> None:
+    def fail(self, action: str, key: str, exc: BaseException, **detail: Any) -> None:
         with self.lock:
             self.result["failed"] += 1
             if len(self.result["errors"]) < _MAX_ERRORS:
                 self.result["errors"].append(
-                    {"action": action, "key": key, "error": f"{type(exc).__name__}: {exc}"}
+                    {
+                        "action": action,
+                        "key": key,
+                        "error": f"{type(exc).__name__}: {exc}",
+                        **detail,
+                    }
                 )
 
     def run(self) -> dict[str, Any]:
         job, shard, w = self.job, self.shard, self.worker
-        src_page = w.page_fn(job.src.endpoint, job.src.bucket)
-        dst_page = w.page_fn(job.dst.endpoint, job.dst.bucket)
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            src_f = pool.submit(_rows, src_page, job.src, shard)
-            dst_f = pool.submit(_rows, dst_page, job.dst, shard)
-            src, dst = src_f.result(), dst_f.result()
-        plan = plan_shard(src, dst, job.delete)
-        self.result["listed"] = len(src)
-        self.result["skipped"] = plan.same
+        locs = job.locations
+        with concurrent.futures.ThreadPoolExecutor(len(locs)) as pool:
+            futures = [
+                pool.submit(_entries, w.page_fn(loc.endpoint, loc.bucket), loc, shard)
+                for loc in locs
+            ]
+            listings = [f.result() for f in futures]
+        for listing in listings:
+            for rel in job.skip.intersection(listing):
+                del listing[rel]
+        copies: list[Copy] = []
+        checks: list[tuple[Location, str, int, str]] = []
+        deletes: list[tuple[Location, str]] = []
+        if job.newest:
+            keys = set().union(*(set(listing) for listing in listings))
+            self.result["listed"] = len(keys)
+            copies = self._plan_newest(listings)
+        else:
+            src = {k: (size, etag) for k, (size, etag, _) in listings[0].items()}
+            self.result["listed"] = len(src)
+            for dst_loc, listing in zip(job.dsts, listings[1:], strict=True):
+                theirs = {k: (size, etag) for k, (size, etag, _) in listing.items()}
+                plan = plan_shard(src, theirs, job.delete)
+                self.result["skipped"] += plan.same
+                copies += [(job.src, dst_loc, *item) for item in plan.copy]
+                checks += [(dst_loc, *item) for item in plan.check]
+                deletes += [(dst_loc, key) for key in plan.delete]
         threads = job.copy_threads or max(
-            self.mux.endpoint(job.src.endpoint).config.max_concurrent,
-            self.mux.endpoint(job.dst.endpoint).config.max_concurrent,
+            self.mux.endpoint(loc.endpoint).config.max_concurrent for loc in locs
         )
         threads = max(1, min(64, threads))
         try:
             with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-                checked = list(pool.map(self._check, plan.check))
-                todo = [
-                    (k, s, e, "stale")
-                    for (k, s, e), same in zip(plan.check, checked, strict=True)
+                checked = list(pool.map(self._check, checks))
+                copies += [
+                    (job.src, dst, k, size, e, "stale")
+                    for (dst, k, size, e), same in zip(checks, checked, strict=True)
                     if not same
                 ]
                 self.add("skipped", sum(1 for same in checked if same))
-                for item in plan.copy + todo:
+                for item in copies:
                     pool.submit(self._copy, *item)
-                for key in plan.delete:
-                    pool.submit(self._delete, key)
+                for dst, key in deletes:
+                    pool.submit(self._delete, dst, key)
         finally:
             if self.tmpdir is not None:
                 shutil.rmtree(self.tmpdir, ignore_errors=True)
         return self.result
 
-    # ---------------------------------------------------------------- one object
-    def _check(self, item: tuple[str, int, str]) -> bool:
-        """Whether the destination's copy carries the source's ETag (``s3kit-source-etag``)."""
-        key, size, etag = item
+    def _plan_newest(self, listings: Sequence[Mapping[str, tuple[int, str, Any]]]) -> list[Copy]:
+        """A repair's copies: for each key, its newest version (by LastModified; the first
+        member on a tie) to every member that lacks it or holds another version."""
         job = self.job
+        locs = job.locations
+        keys = sorted(set().union(*(set(listing) for listing in listings)))
+        copies: list[Copy] = []
+        checks: list[tuple[int, int, str]] = []  # (source index, member index, key)
+        for key in keys:
+            best = -1
+            for i, listing in enumerate(listings):
+                row = listing.get(key)
+                if row is not None and (best < 0 or _later(row[2], listings[best][key][2])):
+                    best = i
+            size, etag, _ = listings[best][key]
+            for i, listing in enumerate(listings):
+                if i == best:
+                    continue
+                row = listing.get(key)
+                verdict = compare((size, etag), None if row is None else (row[0], row[1]))
+                if verdict == "same":
+                    self.result["skipped"] += 1
+                elif verdict == "check":
+                    checks.append((best, i, key))
+                else:
+                    copies.append((locs[best], locs[i], key, size, etag, verdict))
+        for best, i, key in checks:  # one side multipart: compare what the versions are known by
+            try:
+                heads = [self._head(locs[best], key), self._head(locs[i], key)]
+            except S3KitError as exc:
+                self.fail("compare", key, exc, endpoint=locs[i].endpoint)
+                continue
+            if heads[0] is None:
+                continue  # deleted meanwhile
+            size, etag, _ = listings[best][key]
+            if heads[1] is not None and _effective(heads[0]) == _effective(heads[1]):
+                self.result["skipped"] += 1
+            else:
+                copies.append((locs[best], locs[i], key, size, etag, "stale"))
+        return copies
+
+    def _head(self, loc: Location, key: str) -> dict[str, Any] | None:
         try:
-            with self.worker.slot(job.dst.endpoint):
-                head = self.mux.head_object(
-                    job.dst.bucket, job.dst.key(key), endpoint=job.dst.endpoint
-                )
+            with self.worker.slot(loc.endpoint):
+                return self.mux.head_object(loc.bucket, loc.key(key), endpoint=loc.endpoint)
+        except NotFound:
+            return None
+
+    # ---------------------------------------------------------------- one object
+    def _check(self, item: tuple[Location, str, int, str]) -> bool:
+        """Whether the destination's copy carries the source's ETag (``s3kit-source-etag``)."""
+        dst, key, size, etag = item
+        try:
+            with self.worker.slot(dst.endpoint):
+                head = self.mux.head_object(dst.bucket, dst.key(key), endpoint=dst.endpoint)
         except S3KitError:
             return False  # gone or unreadable: copy it again
         meta = head.get("Metadata") or {}
         dst_row = (int(head.get("ContentLength") or 0), str(head.get("ETag") or ""))
         return compare((size, etag), dst_row, str(meta.get(SOURCE_ETAG) or "")) == "same"
 
-    def _copy(self, key: str, size: int, etag: str, why: str) -> None:
+    def _copy(self, src: Location, dst: Location, key: str, size: int, etag: str, why: str) -> None:
         job = self.job
+        detail = {"source": src.endpoint, "endpoint": dst.endpoint} if job.kind != "sync" else {}
         if job.dry_run:
             with self.lock:
                 self.result["copied"] += 1
                 self.result["bytes"] += size
                 self.result["actions"].append(
-                    {"action": "copy", "key": key, "size": size, "reason": why}
+                    {"action": "copy", "key": key, "size": size, "reason": why, **detail}
                 )
             return
         try:
-            if not job.dst.key(key):
-                raise InvalidArgument("key", f"{job.src.key(key)!r} maps to an empty key")
-            if job.same_endpoint and size <= _COPY_LIMIT:
-                self._server_side(key, etag)
+            if not dst.key(key):
+                raise InvalidArgument("key", f"{src.key(key)!r} maps to an empty key")
+            if src.endpoint == dst.endpoint and size <= _COPY_LIMIT:
+                self._server_side(src, dst, key, etag)
             elif size < _SMALL:
-                self._small(key)
+                self._small(src, dst, key)
             else:
-                self._large(key)
+                self._large(src, dst, key)
         except Exception as exc:  # counted; the shard is not recorded done
-            self.fail("copy", key, exc)
+            self.fail("copy", key, exc, **detail)
             return
         with self.lock:
             self.result["copied"] += 1
             self.result["bytes"] += size
 
-    def _server_side(self, key: str, etag: str) -> None:
-        job, mux = self.job, self.mux
-        name = job.src.endpoint
+    def _tag(self, head: Mapping[str, Any]) -> str:
+        """The ``s3kit-source-etag`` a copy of ``head``'s version carries: a sync tags its
+        source's ETag, a repair what the version is known by (so members converge)."""
+        return _effective(head) if self.job.newest else str(head.get("ETag") or "")
+
+    def _server_side(self, src: Location, dst: Location, key: str, etag: str) -> None:
+        mux = self.mux
+        name = src.endpoint
         extra: dict[str, Any] | None = None
         with self.worker.slot(name):
             if not _single_part(etag):
                 # The copy gets another ETag: tag it with the source's, keeping the metadata.
-                head = mux.head_object(job.src.bucket, job.src.key(key), endpoint=name)
+                head = mux.head_object(src.bucket, src.key(key), endpoint=name)
                 extra = _extra(head)
-                extra["Metadata"][SOURCE_ETAG] = str(head.get("ETag") or etag)
+                extra["Metadata"][SOURCE_ETAG] = self._tag(head) or etag
                 extra["MetadataDirective"] = "REPLACE"
             mux.copy_object(
-                job.dst.bucket, job.dst.key(key), job.src.bucket, job.src.key(key), extra,
-                endpoint=name,
-            )  # fmt: skip
-
-    def _small(self, key: str) -> None:
-        job, mux = self.job, self.mux
-        with self.worker.slot(job.src.endpoint):
-            got = mux.get_object(job.src.bucket, job.src.key(key), endpoint=job.src.endpoint)
-        extra = _extra(got)
-        etag = str(got.get("ETag") or "")
-        if not _single_part(etag):
-            extra["Metadata"][SOURCE_ETAG] = etag
-        with self.worker.slot(job.dst.endpoint):
-            mux.put_object(
-                job.dst.bucket, job.dst.key(key), got["Body"], extra, endpoint=job.dst.endpoint
+                dst.bucket, dst.key(key), src.bucket, src.key(key), extra, endpoint=name
             )
 
-    def _large(self, key: str) -> None:
-        job, mux = self.job, self.mux
+    def _small(self, src: Location, dst: Location, key: str) -> None:
+        mux = self.mux
+        with self.worker.slot(src.endpoint):
+            got = mux.get_object(src.bucket, src.key(key), endpoint=src.endpoint)
+        extra = _extra(got)
+        if not _single_part(str(got.get("ETag") or "")):
+            extra["Metadata"][SOURCE_ETAG] = self._tag(got)
+        with self.worker.slot(dst.endpoint):
+            mux.put_object(dst.bucket, dst.key(key), got["Body"], extra, endpoint=dst.endpoint)
+
+    def _large(self, src: Location, dst: Location, key: str) -> None:
+        mux = self.mux
         with self.lock:
             if self.tmpdir is None:
                 self.tmpdir = tempfile.mkdtemp(prefix="s3kit-sync-")
             path = os.path.join(self.tmpdir, uuid.uuid4().hex)
         try:
-            with self.worker.slot(job.src.endpoint):
-                head = mux.head_object(job.src.bucket, job.src.key(key), endpoint=job.src.endpoint)
-                got = mux.download_file(
-                    job.src.bucket, job.src.key(key), path, endpoint=job.src.endpoint
-                )
+            with self.worker.slot(src.endpoint):
+                head = mux.head_object(src.bucket, src.key(key), endpoint=src.endpoint)
+                got = mux.download_file(src.bucket, src.key(key), path, endpoint=src.endpoint)
             extra = _extra(head)
             # The upload is multipart: its ETag differs, the source's goes into metadata.
-            extra["Metadata"][SOURCE_ETAG] = str(got.get("ETag") or head.get("ETag") or "")
-            with self.worker.slot(job.dst.endpoint):
-                mux.upload_file(path, job.dst.bucket, job.dst.key(key), extra,
-                                endpoint=job.dst.endpoint)  # fmt: skip
+            copied = {**head, "ETag": got.get("ETag") or head.get("ETag")}
+            extra["Metadata"][SOURCE_ETAG] = self._tag(copied)
+            with self.worker.slot(dst.endpoint):
+                mux.upload_file(path, dst.bucket, dst.key(key), extra, endpoint=dst.endpoint)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
-    def _delete(self, key: str) -> None:
+    def _delete(self, dst: Location, key: str) -> None:
         job = self.job
+        detail = {"endpoint": dst.endpoint} if job.kind != "sync" else {}
         if job.dry_run:
             with self.lock:
                 self.result["deleted"] += 1
-                self.result["actions"].append({"action": "delete", "key": key})
+                self.result["actions"].append({"action": "delete", "key": key, **detail})
             return
         try:
-            with self.worker.slot(job.dst.endpoint):
-                self.mux.delete_object(job.dst.bucket, job.dst.key(key), endpoint=job.dst.endpoint)
+            with self.worker.slot(dst.endpoint):
+                self.mux.delete_object(dst.bucket, dst.key(key), endpoint=dst.endpoint)
         except Exception as exc:
-            self.fail("delete", key, exc)
+            self.fail("delete", key, exc, **detail)
             return
         self.add("deleted")
 
@@ -739,6 +893,94 @@ class _State:
         self.conn.close()
 
 
+class _S3State:
+    """Resume state kept as objects next to the data, so a driver on another machine resumes.
+
+    Under ``<location prefix>.s3kit-sync/<job>/``: ``plan.json`` (the shards and a run id) and,
+    per finished shard, a small done marker ``<run>/<shard id>.json`` (its counts). Each marker
+    is its own object, so drivers never rewrite a shared file; only the plan is ever replaced
+    (a new run id), which orphans the old run's markers instead of mixing them in. Finishing a
+    job deletes the plan first, then every object under the job's prefix. Listings and
+    comparisons skip ``.s3kit-sync/``.
+    """
+
+    def __init__(self, mux: Multiplexer, loc: Location) -> None:
+        self.mux = mux  # the driver's (closed by its owner)
+        self.loc = loc
+        self.path = f"{loc.text}{MANIFEST_PREFIX}"
+        self.runs: dict[str, str] = {}
+
+    def _key(self, *parts: str) -> str:
+        return self.loc.key(MANIFEST_PREFIX + "/".join(parts))
+
+    def _put(self, key: str, doc: Mapping[str, Any]) -> None:
+        body = json.dumps(doc, separators=(",", ":")).encode()
+        self.mux.put_object(self.loc.bucket, key, body, {"ContentType": "application/json"},
+                            endpoint=self.loc.endpoint)  # fmt: skip
+
+    def _keys(self, prefix: str) -> list[str]:
+        got = self.mux.list_objects(self.loc.bucket, prefix, endpoint=self.loc.endpoint)
+        return [str(obj["Key"]) for obj in got.get("Contents") or []]
+
+    def resume(self, job: str) -> list[tuple[Shard, bool]] | None:
+        try:
+            got = self.mux.get_object(
+                self.loc.bucket, self._key(job, "plan.json"), endpoint=self.loc.endpoint
+            )
+        except NotFound:
+            return None
+        try:
+            plan = json.loads(got["Body"])
+            run = str(plan["run"])
+            shards = [Shard(**spec) for spec in plan["shards"]]
+        except (ValueError, TypeError, KeyError) as exc:
+            _log.warning("s3kit sync: unreadable plan under %s (%s); planning afresh", self.path,
+                         type(exc).__name__)  # fmt: skip
+            return None
+        self.runs[job] = run
+        marker_dir = self._key(job, run, "")
+        done = {k[len(marker_dir) :].removesuffix(".json") for k in self._keys(marker_dir)}
+        return [(shard, shard.id in done) for shard in shards] or None
+
+    def save_plan(self, job: str, src: str, dst: str, shards: Sequence[Shard]) -> None:
+        run = uuid.uuid4().hex[:12]
+        doc = {
+            "version": 1,
+            "job": job,
+            "run": run,
+            "src": src,
+            "dst": dst,
+            "created": time.time(),
+            "shards": [asdict(shard) for shard in shards],
+        }
+        self._put(self._key(job, "plan.json"), doc)
+        self.runs[job] = run
+
+    def done(self, job: str, shard: Shard, result: Mapping[str, Any]) -> None:
+        counts = {k: result.get(k, 0) for k in COUNTS}
+        try:
+            self._put(self._key(job, self.runs[job], f"{shard.id}.json"), counts)
+        except S3KitError as exc:  # not fatal: the shard runs again next time, copying nothing
+            _log.warning("s3kit sync: could not record shard %s done under %s: %s", shard.id,
+                         self.path, exc)  # fmt: skip
+
+    def finish(self, job: str) -> None:
+        try:
+            self.mux.delete_object(
+                self.loc.bucket, self._key(job, "plan.json"), endpoint=self.loc.endpoint
+            )
+            for key in self._keys(self._key(job, "")):
+                self.mux.delete_object(self.loc.bucket, key, endpoint=self.loc.endpoint)
+        except S3KitError as exc:  # leftovers of a finished job are ignored by the next run
+            _log.warning("s3kit sync: could not clear %s: %s", self.path, exc)
+
+    def close(self) -> None:
+        pass
+
+
+StateStore = _State | _S3State
+
+
 def _job_id(config: str, src: Location, dst: Location, delete: bool, shard_size: int) -> str:
     text = json.dumps([config, src.text, dst.text, delete, shard_size])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
@@ -810,12 +1052,31 @@ def _failed_result(shard: Shard, exc: BaseException) -> dict[str, Any]:
 class _Driver:
     """Runs shards (in process, local pool or Dask), retries them, records them done."""
 
-    def __init__(self, job: SyncJob, job_id: str, state: _State | None, tally: _Tally) -> None:
+    def __init__(
+        self,
+        job: SyncJob,
+        job_id: str,
+        state: StateStore | None,
+        tally: _Tally,
+        kind: str = "sync",
+    ) -> None:
         self.job = job
         self.job_id = job_id
         self.state = state
         self.tally = tally
+        self.kind = kind
         self.attempts: dict[str, int] = {}
+        self._jobs: dict[str, SyncJob] = {}
+
+    def job_for(self, shard: Shard) -> SyncJob:
+        """The job as ``shard``'s task gets it: only the skipped keys that fall in the shard."""
+        if not self.job.skip:
+            return self.job
+        job = self._jobs.get(shard.id)
+        if job is None:
+            skip = frozenset(k for k in self.job.skip if shard.contains(k))
+            job = self._jobs[shard.id] = replace(self.job, skip=skip)
+        return job
 
     def finished(
         self, shard: Shard, result: Mapping[str, Any] | None, exc: BaseException | None
@@ -842,7 +1103,7 @@ class _Driver:
         while queue:
             shard = queue.pop(0)
             try:
-                result: dict[str, Any] | None = run_shard(self.job, shard)
+                result: dict[str, Any] | None = run_shard(self.job_for(shard), shard)
                 exc: BaseException | None = None
             except Exception as error:  # run again once, then counted as failed
                 result, exc = None, error
@@ -878,7 +1139,7 @@ class _Driver:
             nonlocal broken
             if not broken:
                 try:
-                    live[pool.submit(run_shard, self.job, shard)] = shard
+                    live[pool.submit(run_shard, self.job_for(shard), shard)] = shard
                     return
                 except BrokenProcessPool:
                     broken = True
@@ -921,9 +1182,9 @@ class _Driver:
             n = self.attempts.get(shard.id, 0)
             return client.submit(
                 run_shard,
-                self.job,
+                self.job_for(shard),
                 shard,
-                key=f"s3kit-sync-{nonce}-{shard.id}-{n}",
+                key=f"s3kit-{self.kind}-{nonce}-{shard.id}-{n}",
                 retries=2,
                 pure=False,
             )
@@ -948,6 +1209,98 @@ class _Driver:
             raise
 
 
+STATES = ("sqlite", "s3")
+
+
+def _load(config: str | os.PathLike[str] | None, locs: Sequence[Location]) -> str:
+    """The configuration file's absolute path, checked to name every location's endpoint."""
+    config_path = os.path.abspath(find_config(config))
+    spec = load_config(config_path)
+    for loc in locs:
+        if loc.endpoint not in spec.endpoints:
+            known = ", ".join(spec.endpoints)
+            raise ConfigError(
+                f"{config_path}: unknown endpoint {loc.endpoint!r} in {loc.text!r}; "
+                f"known endpoints: {known}"
+            )
+    return config_path
+
+
+def _check_options(workers: int, shard_size: int, copy_threads: int | None, state: str) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InvalidArgument("workers", "must be an integer >= 1")
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise InvalidArgument("shard_size", "must be an integer >= 1")
+    if copy_threads is not None and (not isinstance(copy_threads, int) or copy_threads < 1):
+        raise InvalidArgument("copy_threads", "must be an integer >= 1 or None")
+    if state not in STATES:
+        raise InvalidArgument("state", f"{state!r}: expected 'sqlite' or 's3'")
+
+
+@dataclass
+class _Run:
+    """How to run one job: workers, state, callbacks (the options every bulk verb shares)."""
+
+    workers: int = 1
+    client: Any = None
+    state: str = "sqlite"
+    state_path: str | os.PathLike[str] | None = None
+    shard_size: int = 1000
+    progress: Progress | None = None
+    on_action: Callable[[dict[str, Any]], None] | None = None
+
+
+def _run_job(
+    job: SyncJob,
+    run: _Run,
+    kind: str,
+    plan: Callable[[_Worker], list[Shard]],
+    state_loc: Location,
+) -> dict[str, int]:
+    """Plan (or resume) ``job``, run its shards, record them; the counts of :data:`COUNTS`."""
+    # With state="s3" the job is named by its locations only (another machine's file path
+    # differs); a local state file also tells apart configuration files.
+    key_config = job.config if run.state == "sqlite" else ""
+    if kind == "sync":
+        job_id = _job_id(key_config, job.src, job.dst, job.delete, run.shard_size)
+    else:
+        text = json.dumps([kind, key_config, [loc.text for loc in job.locations], job.delete,
+                           run.shard_size])  # fmt: skip
+        job_id = hashlib.sha256(text.encode()).hexdigest()[:24]
+    state: StateStore | None = None
+    # The driver's own worker (this process's cached one) plans, keeps the s3 state and, with
+    # workers=1, runs the shards; the public verbs drop it when they return.
+    here = _worker(job.config)
+    if not job.dry_run:
+        state = _S3State(here.mux, state_loc) if run.state == "s3" else _State(run.state_path)
+    try:
+        resumed = state.resume(job_id) if state is not None else None
+        if resumed is None:
+            shards = plan(here)
+            if state is not None:
+                state.save_plan(job_id, job.src.text, " ".join(d.text for d in job.dsts), shards)
+            resumed = [(shard, False) for shard in shards]
+        todo = [shard for shard, done in resumed if not done]
+        skipped = [shard for shard, done in resumed if done]
+        tally = _Tally(todo, skipped, run.progress, run.on_action)
+        tally.report()
+        driver = _Driver(job, job_id, state, tally, kind)
+        if run.client is not None:
+            driver.run_dask(todo, run.client)
+        elif run.workers > 1 and len(todo) > 1:
+            driver.run_pool(todo, min(run.workers, len(todo)))
+        else:
+            driver.run_here(todo)
+        counts = dict(tally.counts)
+        if state is not None and tally.shards_done == len(resumed) and not counts["failed"]:
+            state.finish(job_id)
+        counts["dry_run"] = int(job.dry_run)
+        return counts
+    finally:
+        if state is not None:
+            state.close()
+
+
 def sync(
     src: str,
     dst: str,
@@ -957,6 +1310,7 @@ def sync(
     dry_run: bool = False,
     workers: int = 1,
     client: Any = None,
+    state: str = "sqlite",
     state_path: str | os.PathLike[str] | None = None,
     shard_size: int = 1000,
     progress: Progress | None = None,
@@ -966,72 +1320,222 @@ def sync(
     """Make ``dst`` (``NAME:bucket/prefix``) hold what ``src`` holds; see the module docstring.
 
     ``workers`` local processes (1: this process) or ``client`` a ``distributed.Client``.
+    ``state="sqlite"`` keeps the resume state in ``state_path`` (a local SQLite file);
+    ``state="s3"`` keeps it in the destination under ``.s3kit-sync/`` (any driver resumes).
     ``progress(info)`` is called after planning and after each shard with the counts plus
     ``objects_done``/``objects_total``, ``bytes_done``/``bytes_total`` and ``shards_done``
     (source objects and bytes of the finished shards, for a progress bar). ``on_action(dict)``
     gets each planned copy/delete with ``dry_run`` and each failure (``ok`` False).
     Raises ConfigError/InvalidArgument for a bad file, location or option.
     """
-    config_path = os.path.abspath(find_config(config))
-    spec = load_config(config_path)
     s, d = parse_location(src), parse_location(dst)
-    for loc in (s, d):
-        if loc.endpoint not in spec.endpoints:
-            known = ", ".join(spec.endpoints)
-            raise ConfigError(
-                f"{config_path}: unknown endpoint {loc.endpoint!r} in {loc.text!r}; "
-                f"known endpoints: {known}"
-            )
+    config_path = _load(config, (s, d))
     if _overlap(s, d):
         raise InvalidArgument("dst", f"{d.text!r} overlaps the source {s.text!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise InvalidArgument("workers", "must be an integer >= 1")
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise InvalidArgument("shard_size", "must be an integer >= 1")
-    if copy_threads is not None and (not isinstance(copy_threads, int) or copy_threads < 1):
-        raise InvalidArgument("copy_threads", "must be an integer >= 1 or None")
+    _check_options(workers, shard_size, copy_threads, state)
     job = SyncJob(config_path, s, d, bool(delete), bool(dry_run), copy_threads or 0)
-    job_id = _job_id(config_path, s, d, job.delete, shard_size)
-    state = None if dry_run else _State(state_path)
+    run = _Run(workers, client, state, state_path, shard_size, progress, on_action)
+
+    def plan(planner: _Worker) -> list[Shard]:
+        return plan_shards(
+            planner.page_fn(s.endpoint, s.bucket),
+            s.prefix,
+            shard_size,
+            dst_page=planner.page_fn(d.endpoint, d.bucket) if delete else None,
+            dst_root=d.prefix,
+        )
+
     try:
-        resumed = state.resume(job_id) if state is not None else None
-        if resumed is None:
-            planner = _Worker(config_path)
-            try:
-                shards = plan_shards(
-                    planner.page_fn(s.endpoint, s.bucket),
-                    s.prefix,
-                    shard_size,
-                    dst_page=planner.page_fn(d.endpoint, d.bucket) if delete else None,
-                    dst_root=d.prefix,
-                )
-            finally:
-                planner.mux.close(timeout=5)
-            if state is not None:
-                state.save_plan(job_id, s.text, d.text, shards)
-            resumed = [(shard, False) for shard in shards]
-        todo = [shard for shard, done in resumed if not done]
-        skipped = [shard for shard, done in resumed if done]
-        tally = _Tally(todo, skipped, progress, on_action)
-        tally.report()
-        driver = _Driver(job, job_id, state, tally)
-        if client is not None:
-            driver.run_dask(todo, client)
-        elif workers > 1 and len(todo) > 1:
-            driver.run_pool(todo, min(workers, len(todo)))
-        else:
-            try:
-                driver.run_here(todo)
-            finally:
-                _drop_worker(config_path)
-        counts = dict(tally.counts)
-        if state is not None and tally.shards_done == len(resumed) and not counts["failed"]:
-            state.finish(job_id)
-        counts["dry_run"] = int(bool(dry_run))
-        return counts
+        return _run_job(job, run, "sync", plan, d)
     finally:
-        if state is not None:
-            state.close()
+        _drop_worker(config_path)
+
+
+def replicate(
+    src: str,
+    *,
+    to: Sequence[str] | None = None,
+    config: str | os.PathLike[str] | None = None,
+    dry_run: bool = False,
+    workers: int = 1,
+    client: Any = None,
+    state: str = "sqlite",
+    state_path: str | os.PathLike[str] | None = None,
+    shard_size: int = 1000,
+    progress: Progress | None = None,
+    on_action: Callable[[dict[str, Any]], None] | None = None,
+    copy_threads: int | None = None,
+) -> dict[str, int]:
+    """Copy ``src`` (``NAME:bucket/prefix``) to the same bucket and prefix on every other
+    endpoint of the configuration, or on the endpoints named in ``to``.
+
+    One job: each shard lists the source once and every destination, and copies what a
+    destination lacks or holds stale (as :func:`sync`, never deleting). The options are
+    :func:`sync`'s; ``state="s3"`` keeps the state on the first destination. ``copied``,
+    ``skipped`` and ``bytes`` count per destination (a key copied to 2 endpoints counts 2);
+    ``listed`` counts source objects; actions and errors name their ``endpoint``.
+    """
+    s = parse_location(src)
+    config_path = _load(config, (s,))
+    if to is None:
+        names = [n for n in load_config(config_path).endpoints if n != s.endpoint]
+    elif isinstance(to, str) or not all(isinstance(n, str) and n for n in to):
+        raise InvalidArgument("to", "expected a list of endpoint names")
+    else:
+        names = list(dict.fromkeys(to))
+    if s.endpoint in names:
+        raise InvalidArgument("to", f"{s.endpoint!r} is the source")
+    if not names:
+        raise InvalidArgument("to", "no destination: the configuration has one endpoint")
+    dsts = [Location(n, s.bucket, s.prefix) for n in names]
+    _load(config_path, dsts)
+    _check_options(workers, shard_size, copy_threads, state)
+    job = SyncJob(config_path, s, dsts[0], False, bool(dry_run), copy_threads or 0,
+                  more=tuple(dsts[1:]), kind="replicate")  # fmt: skip
+    run = _Run(workers, client, state, state_path, shard_size, progress, on_action)
+
+    def plan(planner: _Worker) -> list[Shard]:
+        return plan_shards(planner.page_fn(s.endpoint, s.bucket), s.prefix, shard_size)
+
+    try:
+        return _run_job(job, run, "replicate", plan, dsts[0])
+    finally:
+        _drop_worker(config_path)
+
+
+def repair(
+    path: str,
+    *,
+    config: str | os.PathLike[str] | None = None,
+    group: str | None = None,
+    members: Sequence[str] | None = None,
+    dry_run: bool = False,
+    workers: int = 1,
+    client: Any = None,
+    state: str = "sqlite",
+    state_path: str | os.PathLike[str] | None = None,
+    shard_size: int = 1000,
+    progress: Progress | None = None,
+    on_action: Callable[[dict[str, Any]], None] | None = None,
+    copy_threads: int | None = None,
+) -> dict[str, int]:
+    """Bring a replica set's members level for ``path`` (``bucket[/prefix]``), shard by shard.
+
+    The members are ``members`` (endpoint names), else those of the configuration's replica
+    set ``group``, else of every replica set in turn. For a replica set the ledger is replayed
+    first, in this process, as :meth:`Multiplexer.repair` does; keys still owed in it are left
+    alone. Then each shard lists every member's key range and copies each key's newest version
+    (by LastModified) to the members that lack it or hold another one - staleness as contract
+    §11: size, plus ETag when both are single-part, else the ETag a copy carries in
+    ``s3kit-source-etag``. Nothing is deleted. The options are :func:`sync`'s;
+    ``state="s3"`` keeps the state on the first member.
+
+    Returns :func:`sync`'s counts (``listed``: keys compared; ``copied``/``skipped``: per
+    member that needed or did not need a copy) plus ``from_ledger``.
+    """
+    if not isinstance(path, str) or not path:
+        raise InvalidArgument("path", "expected bucket[/prefix]")
+    text = path[5:] if path.startswith("s3://") else path
+    bucket, _, prefix = text.lstrip("/").partition("/")
+    if not bucket:
+        raise InvalidArgument("path", f"{path!r} names no bucket; expected bucket[/prefix]")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    _check_options(workers, shard_size, copy_threads, state)
+    config_path = _load(config, ())
+    mux = _worker(config_path).mux  # dropped (closed) on return
+    totals: dict[str, int] = {**dict.fromkeys(COUNTS, 0), "from_ledger": 0}
+    try:
+        if members is not None:
+            if isinstance(members, str) or len(set(members)) < 2:
+                raise InvalidArgument("members", "expected two or more endpoint names")
+            sets: list[tuple[str | None, list[str]]] = [(None, list(dict.fromkeys(members)))]
+        else:
+            groups = dict(mux.replica_groups)
+            if group is not None:
+                if group not in groups:
+                    known = ", ".join(groups) or "none"
+                    raise ConfigError(f"unknown replica set {group!r}; replica sets: {known}")
+                groups = {group: groups[group]}
+            if not groups:
+                raise ConfigError(
+                    f"{config_path}: repair needs a replica set (replicas = [...] in the "
+                    "[multiplexer] table) or members="
+                )
+            sets = [(name, list(names)) for name, names in groups.items()]
+        for name, names in sets:
+            locs = [Location(n, bucket, prefix) for n in names]
+            _load(config_path, locs)
+            skip: frozenset[str] = frozenset()
+            if name is not None:
+                skip = _replay_ledger(mux, name, bucket, prefix, bool(dry_run), totals, on_action)
+            job = SyncJob(
+                config_path, locs[0], locs[1], False, bool(dry_run), copy_threads or 0,
+                more=tuple(locs[2:]), newest=True, skip=skip, kind="repair",
+            )  # fmt: skip
+            run = _Run(workers, client, state, state_path, shard_size, progress, on_action)
+
+            def plan(planner: _Worker, locs: list[Location] = locs) -> list[Shard]:
+                pages = [(planner.page_fn(loc.endpoint, loc.bucket), loc.prefix) for loc in locs]
+                first = _busiest(pages)
+                rest = [p for i, p in enumerate(pages) if i != first]
+                return plan_shards(*pages[first], shard_size, others=rest)
+
+            for count, value in _run_job(job, run, "repair", plan, locs[0]).items():
+                totals[count] = totals.get(count, 0) + value
+        totals["dry_run"] = int(bool(dry_run))
+        return totals
+    finally:
+        _drop_worker(config_path)
+
+
+def _busiest(pages: Sequence[tuple[PageFn, str]]) -> int:
+    """The location whose first top-level page holds the most entries: the repair's planner
+    source (a member that is new or was wiped would make few, huge shards)."""
+    sizes = []
+    for page, root in pages:
+        resp = page(root, None, "/", None)
+        sizes.append(len(resp.get("Contents") or []) + len(resp.get("CommonPrefixes") or []))
+    return max(range(len(sizes)), key=sizes.__getitem__)
+
+
+def _replay_ledger(
+    mux: Multiplexer,
+    group: str,
+    bucket: str,
+    prefix: str,
+    dry_run: bool,
+    totals: dict[str, int],
+    on_action: Callable[[dict[str, Any]], None] | None,
+) -> frozenset[str]:
+    """Replay the replica ledger's rows for ``bucket``/``prefix`` (as ``Multiplexer.repair``);
+    returns the keys (relative to ``prefix``) still owed, which the shards must leave alone."""
+    from . import _replica
+
+    counts = {"checked": 0, "copied": 0, "failed": 0, "from_ledger": 0}
+    ledger = mux._ledger()
+
+    def report(action: dict[str, Any]) -> None:
+        # As the shards report: failures, and with dry_run what would be done.
+        if on_action is not None and (action.get("dry_run") or not action.get("ok")):
+            key = str(action.get("key") or "")
+            on_action({**action, "key": key[len(prefix) :], "reason": "ledger"})
+
+    entries = ledger.entries(group, bucket, prefix)
+    if entries:
+        mux.wait_for_writes()
+        tmpdir = tempfile.mkdtemp(prefix="s3kit-repair-")
+        try:
+            run = _replica._Repair(mux, mux._groups[group], bucket, prefix, dry_run, counts,
+                                   None, report, tmpdir)  # fmt: skip
+            run.replay(entries, [0], len(entries))
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    totals["from_ledger"] += counts["from_ledger"]
+    totals["copied"] += counts["copied"]
+    totals["failed"] += counts["failed"]
+    owed = entries if dry_run else ledger.entries(group, bucket, prefix)
+    return frozenset(e.key[len(prefix) :] for e in owed)
 
 
 # ----------------------------------------------------------------------------------- CLI
@@ -1124,10 +1628,93 @@ def cli_sync(args: Any, config_path: str | None) -> int:
     ``dask``, and optionally ``json``, ``state``, ``shard_size``). Exit codes: 0 done, 1 some
     objects failed (a rerun resumes), 2 usage or configuration error, 130 interrupted.
     """
+
+    def call(**kw: Any) -> dict[str, int]:
+        return sync(args.src, args.dst, delete=bool(getattr(args, "delete", False)), **kw)
+
+    def summary(result: Mapping[str, int], dry_run: bool) -> str:
+        gone = "would delete" if dry_run else "deleted"
+        return (
+            f"sync {args.src} -> {args.dst}: {_summary(result, dry_run)}, "
+            f"{gone} {result['deleted']:,}, failed {result['failed']:,}; {_shards(result)}"
+        )
+
+    return _cli_bulk(args, config_path, call, summary)
+
+
+def cli_replicate(args: Any, config_path: str | None) -> int:
+    """``s3kit replicate NAME:bucket[/prefix] [--to NAME ...] [--workers N | --dask ADDR]``:
+    :func:`replicate` (``args.file`` is the source location; ``targets`` the ``--to`` names)."""
+
+    def call(**kw: Any) -> dict[str, int]:
+        return replicate(args.file, to=getattr(args, "targets", None), **kw)
+
+    def summary(result: Mapping[str, int], dry_run: bool) -> str:
+        return (
+            f"replicate {args.file}: {_summary(result, dry_run)}, "
+            f"failed {result['failed']:,}; {_shards(result)}"
+        )
+
+    return _cli_bulk(args, config_path, call, summary)
+
+
+def cli_repair(args: Any, config_path: str | None) -> int:
+    """``s3kit repair BUCKET[/PREFIX] --workers N | --dask ADDR [--group NAME]``: :func:`repair`."""
+
+    def call(**kw: Any) -> dict[str, int]:
+        return repair(args.path, group=getattr(args, "group", None), **kw)
+
+    def summary(result: Mapping[str, int], dry_run: bool) -> str:
+        return (
+            f"repair {args.path}: {_summary(result, dry_run)}, from the ledger "
+            f"{result['from_ledger']:,}, failed {result['failed']:,}; {_shards(result)}"
+        )
+
+    return _cli_bulk(args, config_path, call, summary)
+
+
+def _summary(result: Mapping[str, int], dry_run: bool) -> str:
+    verb = "would copy" if dry_run else "copied"
+    return (
+        f"listed {result['listed']:,}, {verb} {result['copied']:,} "
+        f"({_human(result['bytes'])}), skipped {result['skipped']:,}"
+    )
+
+
+def _shards(result: Mapping[str, int]) -> str:
+    return f"shards {result['shards']} ({result['shards_skipped']} done before)"
+
+
+def _action_line(action: Mapping[str, Any]) -> str:
+    where = ""
+    if action.get("source"):
+        where += f" {action['source']} ->"
+    if action.get("endpoint"):
+        where += f" {action['endpoint']}"
+    if not action.get("ok"):
+        return f"s3kit: error: {action['action']} {action['key']}{where}: {action.get('error')}"
+    if action["action"] == "copy":
+        detail = [_human(action["size"])] if "size" in action else []
+        detail += [str(action["reason"])] if action.get("reason") else []
+        return f"would copy {action['key']}{where} ({', '.join(detail)})"
+    return f"would {action['action']} {action['key']}{where}"
+
+
+def _cli_bulk(
+    args: Any,
+    config_path: str | None,
+    call: Callable[..., dict[str, int]],
+    summary: Callable[[Mapping[str, int], bool], str],
+) -> int:
+    """Run one bulk verb for the CLI: workers or Dask, progress bar, JSON, exit codes."""
     as_json = bool(getattr(args, "json", False))
     dask_addr: str | None = getattr(args, "dask", None)
     workers = getattr(args, "workers", None)
     dry_run = bool(getattr(args, "dry_run", False))
+    state_arg: str | None = getattr(args, "state", None)
+    state, state_path = ("s3", None) if state_arg == "s3" else ("sqlite", state_arg)
+    if state_path == "sqlite":
+        state_path = None
     actions: list[dict[str, Any]] = []
     show = not as_json and sys.stdout.isatty() and _have_rich()
     bar = _RichProgress() if show else None
@@ -1140,14 +1727,8 @@ def cli_sync(args: Any, config_path: str | None) -> int:
 
     def on_action(action: dict[str, Any]) -> None:
         actions.append(action)
-        if as_json:
-            return
-        if not action.get("ok"):
-            say(f"s3kit: error: {action['action']} {action['key']}: {action['error']}", err=True)
-        elif action["action"] == "copy":
-            say(f"would copy {action['key']} ({_human(action['size'])}, {action['reason']})")
-        else:
-            say(f"would delete {action['key']}")
+        if not as_json:
+            say(_action_line(action), err=not action.get("ok"))
 
     client = cluster = None
     try:
@@ -1159,15 +1740,13 @@ def cli_sync(args: Any, config_path: str | None) -> int:
             if link and not as_json:
                 print(f"dask dashboard: {link}", file=sys.stderr, flush=True)
         with bar if bar is not None else contextlib.nullcontext():
-            result = sync(
-                args.src,
-                args.dst,
+            result = call(
                 config=config_path,
-                delete=bool(getattr(args, "delete", False)),
                 dry_run=dry_run,
                 workers=workers or 1,
                 client=client,
-                state_path=getattr(args, "state", None),
+                state=state,
+                state_path=state_path,
                 shard_size=getattr(args, "shard_size", None) or 1000,
                 progress=bar.update if bar is not None else None,
                 on_action=on_action,
@@ -1194,14 +1773,7 @@ def cli_sync(args: Any, config_path: str | None) -> int:
             out["actions"] = actions
         print(json.dumps(out, indent=2))
     else:
-        verb = "would copy" if dry_run else "copied"
-        gone = "would delete" if dry_run else "deleted"
-        print(
-            f"sync {args.src} -> {args.dst}: listed {result['listed']:,}, {verb} "
-            f"{result['copied']:,} ({_human(result['bytes'])}), skipped {result['skipped']:,}, "
-            f"{gone} {result['deleted']:,}, failed {result['failed']:,}; shards "
-            f"{result['shards']} ({result['shards_skipped']} done before)"
-        )
+        print(summary(result, dry_run))
     return 1 if result["failed"] else 0
 
 

@@ -52,6 +52,9 @@ from s3kit._fleet import (  # noqa: E402
 from s3kit._outcome import FAILURE  # noqa: E402
 from s3kit.testing import S3ServerPool, free_port  # noqa: E402
 
+# The scale-out tier (make test-scale, also in .ci/run): a Redis server and worker processes.
+pytestmark = pytest.mark.scale
+
 BUCKET = "fleet-bucket"
 ACCESS_KEY = "testing-access"
 SECRET_KEY = "testing-secret"

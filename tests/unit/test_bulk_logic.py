@@ -214,6 +214,39 @@ def test_shards_for_delete_cover_destination_only_prefixes() -> None:
         assert sum(s.contains(rel) for s in shards) == 1
 
 
+def test_shards_skip_the_manifest_and_cover_other_members() -> None:
+    first = FakeBucket({"r/a/1": 1, "r/.s3kit-sync/j/plan.json": 1, "r/top": 1})
+    second = FakeBucket({"r/a/2": 1, "r/only-here/1": 1, "r/.s3kit-sync/j/x/y.json": 1})
+    shards = plan_shards(first.page, "r/", 10, others=[(second.page, "r/")])
+    assert {(s.prefix, s.flat) for s in shards} == {
+        ("", True),
+        ("a/", False),
+        ("only-here/", False),
+    }
+    for rel in ("a/1", "a/2", "top", "only-here/1"):
+        assert sum(s.contains(rel) for s in shards) == 1
+    assert bulk.MANIFEST_PREFIX == ".s3kit-sync/"
+
+
+def test_driver_sends_each_shard_only_its_skipped_keys(tmp_path: Any) -> None:
+    shards = [Shard("a/"), Shard("b/")]
+    job = SyncJob("/x.toml", parse_location("s:b"), parse_location("d:b"),
+                  skip=frozenset({"a/1", "b/2", "c/3"}), kind="repair")  # fmt: skip
+    driver = bulk._Driver(job, "job", None, bulk._Tally(shards, [], None, None))
+    assert driver.job_for(shards[0]).skip == {"a/1"}
+    assert driver.job_for(shards[1]).skip == {"b/2"}
+    plain = SyncJob("/x.toml", parse_location("s:b"), parse_location("d:b"))
+    assert bulk._Driver(plain, "j", None, driver.tally).job_for(shards[0]) is plain
+
+
+def test_effective_etag_and_state_option() -> None:
+    assert bulk._effective({"ETag": MD5_A, "Metadata": {"s3kit-source-etag": MULTI_A}}) == MD5_A
+    assert bulk._effective({"ETag": MULTI_B, "Metadata": {"s3kit-source-etag": MULTI_A}}) == MULTI_A
+    assert bulk._effective({"ETag": MULTI_B}) == MULTI_B
+    with pytest.raises(InvalidArgument, match="state"):
+        bulk._check_options(1, 10, None, "redis")
+
+
 def test_shard_json_and_id() -> None:
     shard = Shard("a/", "k1", "k9", False, 3, 30)
     assert Shard.from_json(shard.to_json()) == shard
