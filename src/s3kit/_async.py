@@ -1,9 +1,16 @@
 """``AsyncMultiplexer``: the multiplexer's verbs as coroutines.
 
-Each call runs the same code as :class:`Multiplexer` (routing, breaker, retries, failover) on a
-dedicated thread pool, so the semantics are identical by construction. Cancelling an awaiting
-task abandons the wait, not the request: the request finishes on its thread, releases its
-concurrency slot and records its outcome, so counters and limits stay exact.
+On endpoints with the obstore transport, ``get_object``, ``head_object``, ``put_object`` (a
+bytes or str body) and ``delete_object`` are native coroutines on obstore's async API, routed,
+guarded and failed over by :mod:`s3kit._async_core` with the same books as the threaded core.
+Everything else (boto3 endpoints, files, copies, listings, buckets, replica sets with their
+quorum writes and hedged reads) runs the same code as :class:`Multiplexer` on a dedicated
+thread pool, so the semantics are identical by construction.
+
+Cancellation: a native call stops where it waits and gives back its concurrency slot (and a
+half-open probe) at once; the interrupted attempt is not counted. A pooled call's request
+finishes on its thread, releases its slot and records its outcome. Either way counters and
+limits stay exact.
 """
 
 from __future__ import annotations
@@ -11,14 +18,19 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-from collections.abc import Callable, Iterable, Mapping
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, BinaryIO, TypeVar
 
+from . import _async_core
+from ._async_core import AsyncOp
 from ._endpoint import Endpoint
 from ._events import Event
 from ._mux import Multiplexer
 from ._routing import Router
 from ._stats import EndpointStats
+from ._transport._obstore import ObstoreTransport
+from ._validate import check_body, check_bucket, check_key, check_optional_str, check_timeout
 
 __all__ = ["AsyncMultiplexer"]
 
@@ -28,8 +40,9 @@ T = TypeVar("T")
 class AsyncMultiplexer:
     """Asyncio front of a :class:`Multiplexer` (``async with AsyncMultiplexer(...) as mux``).
 
-    ``max_workers`` bounds the requests in flight from this object; keep it at least the sum of
-    the endpoints' ``max_concurrent`` so the endpoints' own limits are what shapes the load.
+    ``max_workers`` bounds the requests on the thread pool (the calls that are not native);
+    keep it at least the sum of the endpoints' ``max_concurrent`` so the endpoints' own limits
+    are what shapes the load.
     """
 
     def __init__(
@@ -45,6 +58,30 @@ class AsyncMultiplexer:
         )
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix="s3kit-async"
+        )
+        self._waiters = _async_core.Waiters()
+
+    async def _offload(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def _native(self, endpoint: str | None) -> bool:
+        """True when a call routed to ``endpoint`` (None: by strategy) may run natively: some
+        candidate is on obstore and no replica set takes the call."""
+        mux = self.multiplexer
+        if mux._groups and mux._group_for(endpoint) is not None:
+            return False
+        if endpoint is not None:
+            ep = mux.endpoints.get(endpoint)
+            return ep is None or isinstance(ep.transport, ObstoreTransport)
+        return any(isinstance(ep.transport, ObstoreTransport) for ep in mux._ordered)
+
+    async def _route(
+        self, aop: AsyncOp, endpoint: str | None, strategy: str | Router | None, timeout: Any
+    ) -> dict[str, Any]:
+        t = check_timeout(timeout)
+        deadline = None if t is None else self.multiplexer._clock.monotonic() + t
+        return await _async_core.run_routed(
+            self.multiplexer, aop, endpoint, strategy, deadline, self._waiters, self._offload
         )
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -81,25 +118,114 @@ class AsyncMultiplexer:
         prefix: str = "",
         dry_run: bool = False,
         **kw: Any,
-    ) -> dict[str, int]:
+    ) -> dict[str, Any]:
         return await self._call(self.multiplexer.repair, bucket, prefix, dry_run, **kw)
 
     # the verbs
     async def put_object(
-        self, bucket: str, key: str, body: bytes | str | BinaryIO, **kw: Any
+        self,
+        bucket: str,
+        key: str,
+        body: bytes | str | BinaryIO,
+        extra_args: Mapping[str, Any] | None = None,
+        *,
+        endpoint: str | None = None,
+        strategy: str | Router | None = None,
+        timeout: float | None = None,
+        **kw: Any,
     ) -> dict[str, Any]:
-        return await self._call(self.multiplexer.put_object, bucket, key, body, **kw)
+        if not kw and self._native(endpoint):
+            bucket, key, data = check_bucket(bucket), check_key(key), check_body(body)
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                aop = _async_core.put_object(bucket, key, data, extra_args)
+                return await self._route(aop, endpoint, strategy, timeout)
+        return await self._call(
+            self.multiplexer.put_object,
+            bucket,
+            key,
+            body,
+            extra_args,
+            endpoint=endpoint,
+            strategy=strategy,
+            timeout=timeout,
+            **kw,
+        )
 
     async def get_object(
-        self, bucket: str, key: str, range: str | None = None, **kw: Any
+        self,
+        bucket: str,
+        key: str,
+        range: str | None = None,
+        *,
+        endpoint: str | None = None,
+        strategy: str | Router | None = None,
+        timeout: float | None = None,
+        **extra: Any,
     ) -> dict[str, Any]:
-        return await self._call(self.multiplexer.get_object, bucket, key, range, **kw)
+        if self._native(endpoint):
+            aop = _async_core.get_object(
+                check_bucket(bucket),
+                check_key(key),
+                check_optional_str(range, "range"),
+                extra or None,
+            )
+            return await self._route(aop, endpoint, strategy, timeout)
+        return await self._call(
+            self.multiplexer.get_object,
+            bucket,
+            key,
+            range,
+            endpoint=endpoint,
+            strategy=strategy,
+            timeout=timeout,
+            **extra,
+        )
 
-    async def head_object(self, bucket: str, key: str, **kw: Any) -> dict[str, Any]:
-        return await self._call(self.multiplexer.head_object, bucket, key, **kw)
+    async def head_object(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        endpoint: str | None = None,
+        strategy: str | Router | None = None,
+        timeout: float | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        if self._native(endpoint):
+            aop = _async_core.head_object(check_bucket(bucket), check_key(key), extra or None)
+            return await self._route(aop, endpoint, strategy, timeout)
+        return await self._call(
+            self.multiplexer.head_object,
+            bucket,
+            key,
+            endpoint=endpoint,
+            strategy=strategy,
+            timeout=timeout,
+            **extra,
+        )
 
-    async def delete_object(self, bucket: str, key: str, **kw: Any) -> dict[str, Any]:
-        return await self._call(self.multiplexer.delete_object, bucket, key, **kw)
+    async def delete_object(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        endpoint: str | None = None,
+        strategy: str | Router | None = None,
+        timeout: float | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        if "write_quorum" not in extra and self._native(endpoint):
+            aop = _async_core.delete_object(check_bucket(bucket), check_key(key), extra or None)
+            return await self._route(aop, endpoint, strategy, timeout)
+        return await self._call(
+            self.multiplexer.delete_object,
+            bucket,
+            key,
+            endpoint=endpoint,
+            strategy=strategy,
+            timeout=timeout,
+            **extra,
+        )
 
     async def copy_object(
         self, bucket: str, key: str, source_bucket: str, source_key: str, **kw: Any
@@ -182,3 +308,38 @@ class AsyncMultiplexer:
 
     def __repr__(self) -> str:
         return f"<AsyncMultiplexer {self.multiplexer!r}>"
+
+    # ------------------------------------- extras (contract §12): thin wrappers, in threads
+    async def iter_objects(
+        self, bucket: str, prefix: str | None = None, **kw: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        """``async for entry in mux.iter_objects(...)``: the lazy listing of
+        :meth:`Multiplexer.iter_objects`, its pages fetched on the pool."""
+        entries = self.multiplexer.iter_objects(bucket, prefix, **kw)
+        size = int(kw.get("page_size", 1000))
+        while True:
+            batch = await self._call(lambda: list(itertools.islice(entries, size)))
+            if not batch:
+                return
+            for entry in batch:
+                yield entry
+
+    async def upload_fileobj(
+        self,
+        fileobj: BinaryIO,
+        bucket: str,
+        key: str,
+        extra_args: Mapping[str, Any] | None = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
+        return await self._call(
+            self.multiplexer.upload_fileobj, fileobj, bucket, key, extra_args, **kw
+        )
+
+    async def download_fileobj(
+        self, bucket: str, key: str, fileobj: BinaryIO, **kw: Any
+    ) -> dict[str, Any]:
+        return await self._call(self.multiplexer.download_fileobj, bucket, key, fileobj, **kw)
+
+    async def delete_objects(self, bucket: str, keys: Iterable[Any], **kw: Any) -> dict[str, Any]:
+        return await self._call(self.multiplexer.delete_objects, bucket, keys, **kw)

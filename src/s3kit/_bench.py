@@ -9,6 +9,8 @@ time and ops/s are shown too.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
+import itertools
 import json
 import os
 import resource
@@ -42,11 +44,11 @@ class Row:
         return asdict(self)
 
 
-def _raw_client(url: str, ak: str, sk: str, max_pool: int = 64) -> Any:
+def _raw_client(url: str, ak: str, sk: str, max_pool: int = 64, session: Any = None) -> Any:
     import boto3
     import botocore.config
 
-    return boto3.session.Session().client(
+    return (session or boto3.session.Session()).client(
         "s3",
         endpoint_url=url,
         aws_access_key_id=ak,
@@ -62,17 +64,38 @@ def _raw_client(url: str, ak: str, sk: str, max_pool: int = 64) -> Any:
     )
 
 
+_SESSION_LOCK = threading.Lock()
+_SESSION: Any = None
+
+
+def _client_per_call(url: str, ak: str, sk: str) -> Any:
+    """The upstream pattern: a new client for every call, from one shared session (as
+    ``boto3.client(...)`` does with the default session, whose loaded models are cached).
+    Creating clients from one session is not thread-safe, hence the lock."""
+    global _SESSION
+    import boto3
+
+    with _SESSION_LOCK:
+        if _SESSION is None:
+            _SESSION = boto3.session.Session()
+        return _raw_client(url, ak, sk, session=_SESSION)
+
+
 def _timed(fn: Callable[[], Any], ops: int, threads: int) -> tuple[float, float]:
-    """Run ``fn`` ``ops`` times over ``threads`` threads: (wall seconds, CPU seconds)."""
+    """Run ``fn`` ``ops`` times over ``threads`` threads: (wall seconds, CPU seconds).
+
+    The threads take calls from one shared count rather than a quota each, so a thread that
+    drew slow calls does not leave the others idle while it finishes (the wall time measures
+    throughput, not the unluckiest thread)."""
     cpu0, t0 = time.process_time(), time.perf_counter()
     if threads == 1:
         for _ in range(ops):
             fn()
     else:
-        per = ops // threads
+        tickets = itertools.count()
 
         def worker() -> None:
-            for _ in range(per):
+            while next(tickets) < ops:  # next() on a count is atomic under the GIL
                 fn()
 
         pool = [threading.Thread(target=worker) for _ in range(threads)]
@@ -101,8 +124,7 @@ def _interleave(
     for name, runs in samples.items():
         wall = statistics.median(w for w, _ in runs)
         cpu = statistics.median(c for _, c in runs)
-        done = (ops // threads) * threads
-        rows.append(Row(scenario, name, threads, done, wall, cpu / done * 1e3, done / wall))
+        rows.append(Row(scenario, name, threads, ops, wall, cpu / ops * 1e3, ops / wall))
     return rows
 
 
@@ -150,7 +172,7 @@ def bench_small(
             variants = {
                 "boto3 shared client": lambda: shared.head_object(Bucket=BUCKET, Key=KEY),
                 "s3kit (boto3)": lambda: handler.head_object(BUCKET, KEY),
-                "boto3 client per call": lambda: _raw_client(url, ak, sk).head_object(
+                "boto3 client per call": lambda: _client_per_call(url, ak, sk).head_object(
                     Bucket=BUCKET, Key=KEY
                 ),
             }
@@ -171,7 +193,7 @@ def bench_small(
                 variants["obstore raw"] = lambda: obstore.get(store, KEY).bytes()
                 variants["s3kit (obstore)"] = lambda: fast.get_object(BUCKET, KEY)["Body"]
         for n in threads:
-            # a new client per call costs ~10 ms: fewer of those keep the run short
+            # a new client per call costs ~10-20 ms: fewer of those keep the run short
             small = {k: v for k, v in variants.items() if "per call" not in k}
             rows += _interleave(f"small {op}", small, ops=ops, threads=n, reps=reps)
             if len(small) < len(variants):
@@ -220,6 +242,14 @@ def _large_child(args: tuple[str, str, str, str, str, int]) -> tuple[float, floa
                 manager.upload(src, BUCKET, key).result()
             else:
                 manager.download(BUCKET, key, dst).result()
+    elif variant == "obstore raw":
+        _obstore_transfer(direction, url, ak, sk, key, src, dst)
+    elif variant == "s3kit (obstore)":
+        fast = s3_kit().create_s3_endpoint_handler(url, ak, sk, transport="obstore")
+        if direction == "up":
+            fast.upload_file(src, BUCKET, key)
+        else:
+            fast.download_file(BUCKET, key, dst)
     elif direction == "up":
         handler.upload_file(src, BUCKET, key)
     else:
@@ -241,7 +271,7 @@ def bench_large(url: str, ak: str, sk: str, *, size_mb: int, reps: int) -> list[
         for direction in ("up", "down"):
             samples: dict[str, list[tuple[float, float]]] = {}
             for _ in range(reps):
-                for variant in ("boto3 s3transfer", "s3kit (boto3)"):
+                for variant in _large_variants():
                     job = (variant, direction, url, ak, sk, size_mb)
                     samples.setdefault(variant, []).append(pool.submit(_large_child, job).result())
             for variant, runs in samples.items():
@@ -346,25 +376,37 @@ def bench_routing(servers: list[tuple[str, str, str, int]], *, ops: int, reps: i
     try:
         for url, ak, sk, _ in servers:
             _raw_client(url, ak, sk).put_object(Bucket=BUCKET, Key=KEY, Body=b"x" * 1024)
+        # obstore when installed: with boto3, 16 threads queue for the GIL (~2 ms of CPU per
+        # call) and that queueing, equal for every endpoint, hides the servers' latency
+        first_url, first_ak, first_sk, _ = servers[0]
+        transport = (
+            "obstore" if _raw_obstore(first_url, first_ak, first_sk) is not None else "boto3"
+        )
         muxes = {}
         for strategy in ("round-robin", "least-loaded", "latency"):
-            mux = Multiplexer(strategy=strategy, max_concurrent=16, read_timeout=5)
+            mux = Multiplexer(
+                strategy=strategy, max_concurrent=16, read_timeout=5, transport=transport
+            )
             for i, ((_, ak, sk, _), proxy) in enumerate(zip(servers, proxies, strict=True)):
                 mux.add_endpoint(f"ep{i}", proxy.url, ak, sk)
             muxes[strategy] = mux
-        # the typical latency through a proxy decides what "5x slower" means here
-        probe = muxes["round-robin"]
-        samples = []
-        for _ in range(40):
-            t0 = time.perf_counter()
-            probe.get_object(BUCKET, KEY, endpoint="ep0")
-            samples.append(time.perf_counter() - t0)
-        typical = statistics.median(samples)
+        typical = 0.0
+        learning: dict[str, int] = {}
+        last = f"ep{len(servers) - 1}"  # the endpoint made slow
         for setting in ("equal", "one 5x slower"):
             if setting != "equal":
+                # "5x slower": four times the median latency the equal run saw under the
+                # same load added to every request of the last endpoint
                 proxies[-1].set_mode("latency", delay_s=4 * typical)
+                # Steady state is measured: each strategy first learns the new latencies
+                # (the calls the slow endpoint took while it learned are reported apart).
+                for name, mux in muxes.items():
+                    before = mux.stats()[last].requests
+                    _timed(functools.partial(mux.get_object, BUCKET, KEY), ops // 2, 16)
+                    learning[name] = mux.stats()[last].requests - before
             latencies: dict[str, list[float]] = {name: [] for name in muxes}
             walls: dict[str, list[float]] = {name: [] for name in muxes}
+            slow_before = {name: mux.stats()[last].requests for name, mux in muxes.items()}
             for _ in range(reps):
                 for name, mux in muxes.items():
                     lat: list[float] = []
@@ -377,6 +419,8 @@ def bench_routing(servers: list[tuple[str, str, str, int]], *, ops: int, reps: i
                     wall, _cpu = _timed(one, ops, 16)
                     latencies[name] += lat
                     walls[name].append(wall)
+            if setting == "equal":
+                typical = statistics.median(latencies["round-robin"])
             for name in muxes:
                 lat = sorted(latencies[name])
                 done = len(lat) // reps
@@ -394,6 +438,12 @@ def bench_routing(servers: list[tuple[str, str, str, int]], *, ops: int, reps: i
                             "p50_ms": lat[len(lat) // 2] * 1e3,
                             "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
                             "typical_ms": typical * 1e3,
+                            "transport": transport,
+                            # share of the measured calls the last (slow) endpoint served
+                            "last_ep_share_pct": 100.0
+                            * (muxes[name].stats()[last].requests - slow_before[name])
+                            / max(1, len(latencies[name])),
+                            **({"learning_calls_on_slow": learning[name]} if learning else {}),
                         },
                     )
                 )
@@ -461,7 +511,7 @@ def _ratios(rows: list[Row]) -> list[dict[str, Any]]:
 def run_bench(
     *,
     server: str = "moto",
-    scenarios: Sequence[str] = ("small", "large", "routing", "failover", "scaling"),
+    scenarios: Sequence[str] = ("small", "async", "large", "routing", "failover", "scaling"),
     ops: int = 300,
     reps: int = 3,
     size_mb: int = 256,
@@ -479,6 +529,8 @@ def run_bench(
         _raw_client(*creds).put_object(Bucket=BUCKET, Key=KEY, Body=os.urandom(1024))
         if "small" in scenarios:
             rows += bench_small(*creds, ops=ops, reps=reps, threads=(1, 8))
+        if "async" in scenarios:
+            rows += bench_async(*creds, ops=ops, reps=reps)
         if "large" in scenarios:
             rows += bench_large(*creds, size_mb=size_mb, reps=max(1, reps - 1))
         if "routing" in scenarios:
@@ -496,7 +548,7 @@ def run_bench(
         "server": server,
         "date": time.strftime("%Y-%m-%d"),
         "rows": [r.as_dict() for r in rows],
-        "ratios": _ratios(rows),
+        "ratios": _ratios(rows) + _async_ratios(rows),
     }
     if as_json:
         print(json.dumps(report, indent=2, default=str))
@@ -574,3 +626,157 @@ def _print_report(report: dict[str, Any]) -> None:
             f"{r['throughput_ratio']:.2f}",
         )
     console.print(ratios)
+
+
+# ------------------------------------------------------------------- async scenario
+def _timed_async(make: Callable[[], Any], ops: int, in_flight: int) -> tuple[float, float]:
+    """Run ``ops`` awaits of ``make()`` with ``in_flight`` at once: (wall s, CPU s)."""
+    import asyncio
+
+    per = ops // in_flight
+
+    async def main() -> tuple[float, float]:
+        async def worker() -> None:
+            for _ in range(per):
+                await make()
+
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        return time.perf_counter() - t0, time.process_time() - cpu0
+
+    return asyncio.run(main())
+
+
+def bench_async(
+    url: str, ak: str, sk: str, *, ops: int, reps: int, in_flight: int = 64, threads: int = 8
+) -> list[Row]:
+    """Small GETs: asyncio with ``in_flight`` at once through AsyncMultiplexer on obstore and
+    with raw obstore ``get_async``, against s3kit/obstore and raw boto3 on ``threads``
+    threads (all interleaved in the same run)."""
+    from ._async import AsyncMultiplexer
+    from ._mux import Multiplexer
+
+    store = _raw_obstore(url, ak, sk)
+    if store is None:
+        return []
+    import obstore
+
+    shared = _raw_client(url, ak, sk)
+    shared.put_object(Bucket=BUCKET, Key=KEY, Body=os.urandom(1024))
+    options: dict[str, Any] = {"transport": "obstore", "max_concurrent": 2 * in_flight}
+    threaded = Multiplexer({"ep0": {"url": url, "access_key": ak, "secret_key": sk}}, **options)
+    amux = AsyncMultiplexer(
+        {"ep0": {"url": url, "access_key": ak, "secret_key": sk}}, max_workers=threads, **options
+    )
+
+    async def raw_get() -> Any:
+        result = await obstore.get_async(store, KEY)
+        return await result.bytes_async()
+
+    sync: dict[str, Callable[[], Any]] = {
+        "boto3 shared client": lambda: shared.get_object(Bucket=BUCKET, Key=KEY)["Body"].read(),
+        "s3kit (obstore)": lambda: threaded.get_object(BUCKET, KEY)["Body"],
+    }
+    coros: dict[str, Callable[[], Any]] = {
+        "obstore raw async": raw_get,
+        "s3kit async (obstore)": lambda: amux.get_object(BUCKET, KEY),
+    }
+    n_ops = max(2 * ops, 2 * in_flight)  # twice the small rows: asyncio needs whole rounds
+    n_ops -= n_ops % in_flight
+    samples: dict[str, list[tuple[float, float]]] = {n: [] for n in (*sync, *coros)}
+    for fn in sync.values():  # warm up connections and caches
+        _timed(fn, threads * 4, threads)
+    for make in coros.values():
+        _timed_async(make, in_flight * 2, in_flight)
+    for _ in range(reps):
+        for name, fn in sync.items():
+            samples[name].append(_timed(fn, n_ops, threads))
+        for name, make in coros.items():
+            samples[name].append(_timed_async(make, n_ops, in_flight))
+    threaded.close()
+    import asyncio
+
+    asyncio.run(amux.close())
+    rows = []
+    for name, runs in samples.items():
+        width = in_flight if name in coros else threads
+        done = (n_ops // width) * width
+        wall = statistics.median(w for w, _ in runs)
+        cpu = statistics.median(c for _, c in runs)
+        extra = {"in_flight": width, "mode": "asyncio" if name in coros else "threads"}
+        rows.append(
+            Row("async small get", name, width, done, wall, cpu / done * 1e3, done / wall, extra)
+        )
+    return rows
+
+
+def _async_ratios(rows: list[Row]) -> list[dict[str, Any]]:
+    """The asyncio rows against the threaded ones (different widths: not in ``_ratios``)."""
+    by = {r.variant: r for r in rows if r.scenario == "async small get"}
+    mine = by.get("s3kit async (obstore)")
+    if mine is None:
+        return []
+    out = []
+    for base in ("s3kit (obstore)", "obstore raw async", "boto3 shared client"):
+        b = by.get(base)
+        if b is None:
+            continue
+        out.append(
+            {
+                "scenario": mine.scenario,
+                "variant": f"{mine.variant} / {b.variant}",
+                "threads": f"{mine.threads} vs {b.threads}",
+                "cpu_ratio": mine.cpu_ms_per_op / b.cpu_ms_per_op,
+                "throughput_ratio": mine.ops_per_s / b.ops_per_s,
+            }
+        )
+    raw = by.get("obstore raw async")
+    boto = by.get("boto3 shared client")
+    if raw is not None and boto is not None:
+        out.append(
+            {
+                "scenario": mine.scenario,
+                "variant": f"{raw.variant} / {boto.variant}",
+                "threads": f"{raw.threads} vs {boto.threads}",
+                "cpu_ratio": raw.cpu_ms_per_op / boto.cpu_ms_per_op,
+                "throughput_ratio": raw.ops_per_s / boto.ops_per_s,
+            }
+        )
+    return out
+
+
+# ------------------------------------------------------- large: the obstore variants
+def _large_variants() -> tuple[str, ...]:
+    """boto3's two, and obstore's two when the extra is installed."""
+    try:
+        import obstore  # noqa: F401
+    except ImportError:
+        return ("boto3 s3transfer", "s3kit (boto3)")
+    return ("boto3 s3transfer", "s3kit (boto3)", "obstore raw", "s3kit (obstore)")
+
+
+def _obstore_transfer(
+    direction: str, url: str, ak: str, sk: str, key: str, src: str, dst: str
+) -> None:
+    """A large transfer as an obstore user would write it, with s3kit's part size and
+    concurrency: a multipart upload of the file, or a streamed download into a file."""
+    from pathlib import Path
+
+    import obstore
+
+    from ._transport._boto3 import CHUNK, MULTIPART_THRESHOLD, TRANSFER_CONCURRENCY
+
+    store = _raw_obstore(url, ak, sk)
+    if direction == "up":
+        obstore.put(
+            store,
+            key,
+            Path(src),
+            use_multipart=True,
+            chunk_size=MULTIPART_THRESHOLD,
+            max_concurrency=TRANSFER_CONCURRENCY,
+        )
+        return
+    with open(dst, "wb") as fh:
+        for chunk in obstore.get(store, key).stream(min_chunk_size=CHUNK):
+            fh.write(chunk)

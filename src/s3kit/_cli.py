@@ -91,6 +91,23 @@ def _add_globals(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
+def _add_bulk_options(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """The options of the bulk verbs (sync, and replicate/repair in their bulk form)."""
+    parser.add_argument(
+        "--workers", type=int, metavar="N", help=f"worker processes (1; with --dask local: 2){note}"
+    )
+    parser.add_argument(
+        "--dask", metavar="ADDR", help=f"a Dask scheduler (tcp://host:8786), or 'local'{note}"
+    )
+    parser.add_argument(
+        "--state",
+        metavar="s3|sqlite|PATH",
+        help="resume state: 's3' (objects under .s3kit-sync/ in the destination), "
+        "'sqlite' (the default local file) or a SQLite file",
+    )
+    parser.add_argument("--shard-size", type=int, default=1000, metavar="N", help="keys per shard")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(
         prog="s3kit", description="Many S3-compatible stores used as one dependable store."
@@ -127,16 +144,18 @@ def _parser() -> argparse.ArgumentParser:
     replicate = sub.add_parser(
         "replicate",
         parents=[common],
-        help="upload one local file to every endpoint (or --to NAME ...) in parallel",
+        help="upload one local file to every endpoint (or --to NAME ...) in parallel; "
+        "or, given NAME:BUCKET[/PREFIX] alone, copy that prefix to them (bulk, resumable)",
     )
-    replicate.add_argument("file", metavar="FILE")
-    replicate.add_argument("dst", metavar="s3://BUCKET/KEY")
+    replicate.add_argument("file", metavar="FILE|NAME:BUCKET[/PREFIX]")
+    replicate.add_argument("dst", metavar="s3://BUCKET/KEY", nargs="?", default=None)
     replicate.add_argument(
         "--to", dest="targets", action="append", metavar="NAME", help="only these endpoints"
     )
     replicate.add_argument(
         "--min-success", type=int, default=None, metavar="N", help="fail unless N succeed"
     )
+    _add_bulk_options(replicate)
 
     presign = sub.add_parser(
         "presign", parents=[common], help="print a presigned GET URL (signed locally)"
@@ -167,6 +186,7 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="change nothing; show what would be done"
     )
     repair.add_argument("--group", metavar="NAME", help="only this replica set (default: all)")
+    _add_bulk_options(repair, note=" (bulk repair: sharded, parallel, resumable)")
 
     sync = sub.add_parser(
         "sync", parents=[common], help="make DST hold what SRC holds (sharded, parallel, resumable)"
@@ -175,14 +195,27 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("dst", metavar="DST", help="NAME:bucket[/prefix]")
     sync.add_argument("--delete", action="store_true", help="delete DST keys that SRC lacks")
     sync.add_argument("--dry-run", action="store_true", help="change nothing; print the plan")
-    sync.add_argument(
-        "--workers", type=int, metavar="N", help="worker processes (1; with --dask local: 2)"
+    _add_bulk_options(sync)
+
+    cleanup = sub.add_parser(
+        "cleanup",
+        parents=[common],
+        help="list and abort stale multipart uploads (per endpoint)",
     )
-    sync.add_argument(
-        "--dask", metavar="ADDR", help="a Dask scheduler (tcp://host:8786), or 'local'"
+    cleanup.add_argument(
+        "path",
+        metavar="NAME:BUCKET[/PREFIX]",
+        help="one endpoint's bucket, or s3://BUCKET[/PREFIX] for every endpoint",
     )
-    sync.add_argument("--state", metavar="PATH", help="resume state (SQLite) file")
-    sync.add_argument("--shard-size", type=int, default=1000, metavar="N", help="keys per shard")
+    cleanup.add_argument(
+        "--older-than",
+        default="24h",
+        metavar="AGE",
+        help="abort uploads started longer ago than this: 90s, 30m, 24h, 7d (24h)",
+    )
+    cleanup.add_argument(
+        "--dry-run", action="store_true", help="abort nothing; list what would be aborted"
+    )
 
     metrics = sub.add_parser(
         "serve-metrics",
@@ -206,18 +239,23 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench", help="measure s3kit against plain boto3 (and obstore), side by side, locally"
     )
-    bench.add_argument("--server", dest="kind", default="moto", choices=("moto", "nanio"))
+    bench.add_argument(
+        "--server", dest="kind", default="moto", choices=("moto", "nanio", "seaweedfs")
+    )
     bench.add_argument(
         "--scenario",
         dest="scenarios",
         action="append",
-        choices=("small", "large", "routing", "scaling", "failover"),
+        choices=("small", "async", "large", "routing", "scaling", "failover"),
         help="run only these (repeatable); default: all",
     )
     bench.add_argument("--ops", type=int, default=300, help="operations per variant and run")
     bench.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
     bench.add_argument("--size-mb", type=int, default=256, help="object size of 'large'")
     bench.add_argument("--json", dest="bench_json", action="store_true", help="JSON output")
+    bench.add_argument(
+        "--markdown", action="store_true", help="Markdown tables (as in docs/benchmarks.md)"
+    )
     bench.add_argument("suite", nargs="?", choices=("bulk",), help="'bulk': the sync benchmark")
     bench.add_argument("--objects", type=int, default=5000, help="objects of the bulk benchmark")
     return parser
@@ -255,11 +293,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         return run_bench(
             server=args.kind,
-            scenarios=args.scenarios or ("small", "large", "routing", "scaling", "failover"),
+            scenarios=args.scenarios
+            or ("small", "async", "large", "routing", "scaling", "failover"),
             ops=args.ops,
             reps=args.reps,
             size_mb=args.size_mb,
             as_json=args.bench_json or bool(getattr(args, "json", False)),
+            as_markdown=args.markdown,
         )
     if args.command is None:
         parser.print_help()
@@ -269,6 +309,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bulk import cli_sync
 
         return cli_sync(args, args.config)
+    if args.command == "replicate":
+        bulk_form = args.dst is None
+        if bulk_form and args.min_success is not None:
+            _error("replicate: --min-success applies to FILE s3://BUCKET/KEY only")
+            return EXIT_USAGE
+        if not bulk_form and (args.workers is not None or args.dask or args.state is not None):
+            _error("replicate: --workers/--dask/--state apply to NAME:BUCKET[/PREFIX] only")
+            return EXIT_USAGE
+        if bulk_form:
+            from .bulk import cli_replicate
+
+            return cli_replicate(args, args.config)
+    if args.command == "repair" and (
+        args.workers is not None or args.dask or args.state is not None
+    ):
+        from .bulk import cli_repair
+
+        return cli_repair(args, args.config)
     try:
         with _Session(args) as session:
             return _COMMANDS[args.command](session)
@@ -747,6 +805,15 @@ def _repair_line(action: Mapping[str, Any]) -> str:
         text = f"{would}delete: {where} on {action.get('endpoint')} (ledger tombstone)"
     elif action["action"] == "list":
         text = f"list: s3://{action['bucket']} on {action.get('endpoint')}"
+    elif action["action"] == "probe":
+        text = (
+            f"probe: {action.get('endpoint')} did not answer: skipped, "
+            f"{action.get('owed', 0)} ledger rows stay owed"
+        )
+    elif action["action"] == "abort":
+        text = f"{would}abort: {where} multipart upload on {action.get('endpoint')}"
+        if action.get("upload_id"):
+            text += f" ({action['upload_id']})"
     else:
         text = f"{action['action']}: {where}"
     if not action.get("ok"):
@@ -1156,7 +1223,59 @@ def _transfer(
     return {**put, "ContentLength": got.get("ContentLength"), "SourceEndpoint": got["Endpoint"]}
 
 
+_AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", re.IGNORECASE)
+_AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _age(text: str) -> float:
+    match = _AGE.fullmatch(text.strip())
+    if match is None:
+        raise UsageError(f"--older-than {text!r}: expected an age such as 90s, 30m, 24h or 7d")
+    return float(match.group(1)) * _AGE_UNITS[match.group(2).lower()]
+
+
+def _cmd_cleanup(s: _Session) -> int:
+    loc = s.remote(s.args.path)
+    age = _age(s.args.older_than)
+    dry = bool(s.args.dry_run)
+    mux = s.mux
+
+    def on_abort(upload: dict[str, Any]) -> None:
+        if s.json:
+            return
+        verb = "would abort" if dry else "aborted"
+        print(
+            f"{verb}: {upload['Endpoint']}:{loc.bucket}/{upload['Key']} upload "
+            f"{upload['UploadId']} (started {_when(upload.get('Initiated')).strip() or '?'})",
+            flush=True,
+        )
+
+    result = mux.abort_stale_uploads(
+        loc.bucket,
+        loc.key or None,
+        older_than_s=age,
+        endpoint=loc.endpoint,
+        dry_run=dry,
+        on_abort=on_abort,
+    )
+    failed = result["Failed"]
+    if s.json:
+        s.emit({**result, "OlderThan": age})
+    else:
+        for name, exc in failed.items():
+            _error(f"cleanup on {name}: {exc}")
+        where = loc.endpoint or ", ".join(mux.endpoints)
+        verb = "would abort" if dry else "aborted"
+        print(
+            f"cleanup s3://{loc.bucket}/{loc.key} on {where}: {verb} "
+            f"{len(result['Aborted'])} multipart upload(s) older than {s.args.older_than} "
+            f"or left by failed uploads; failed {len(failed)}"
+        )
+    return EXIT_PARTIAL if failed else EXIT_OK
+
+
 _COMMANDS: dict[str, Callable[[_Session], int]] = {
+    "cleanup": _cmd_cleanup,
     "ls": _cmd_ls,
     "cp": _cmd_cp,
     "rm": _cmd_rm,

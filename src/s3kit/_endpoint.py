@@ -14,10 +14,10 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from . import _ops
+from . import _extras, _ops
 from ._breaker import PROBE, REJECT, CircuitBreaker
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import EndpointConfig
@@ -55,17 +55,23 @@ from ._validate import (
     check_body,
     check_bucket,
     check_callback,
+    check_delete_keys,
     check_download_target,
     check_expiration,
     check_key,
     check_max_keys,
     check_optional_str,
+    check_page_size,
+    check_readable,
     check_timeout,
     check_upload_source,
+    check_writable,
 )
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from ._extras import ObjectIterator
 
 __all__ = ["OPERATIONS", "Endpoint"]
 
@@ -82,6 +88,10 @@ OPERATIONS = (
     "create_bucket",
     "delete_bucket",
     "list_buckets",
+    "iter_objects",
+    "upload_fileobj",
+    "download_fileobj",
+    "delete_objects",
 )
 
 
@@ -510,6 +520,99 @@ class Endpoint:
     def list_buckets(self, *, timeout: float | None = None) -> dict[str, Any]:
         return self._execute(_ops.list_buckets(), check_timeout(timeout))
 
+    # ------------------------------------------- extras (contract §12; see docs/extras.md)
+    def iter_objects(
+        self,
+        bucket: str,
+        prefix: str | None = None,
+        *,
+        delimiter: str | None = None,
+        page_size: int = 1000,
+        timeout: float | None = None,
+    ) -> ObjectIterator:
+        """A lazy listing: ``Contents`` dicts (and, with ``delimiter``, ``CommonPrefixes``
+        dicts) in key order, fetched one page per request as the iteration goes.
+
+        Each page is a call of its own (breaker, slot, retries); ``timeout`` bounds each page.
+        """
+        bucket = check_bucket(bucket)
+        prefix = check_optional_str(prefix, "prefix")
+        delimiter = check_optional_str(delimiter, "delimiter")
+        size = check_page_size(page_size)
+        t = check_timeout(timeout)
+        return _extras.single(
+            lambda op: self._execute(op, t), bucket, prefix or None, delimiter or None, size
+        )
+
+    def upload_fileobj(
+        self,
+        fileobj: BinaryIO,
+        bucket: str,
+        key: str,
+        extra_args: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        callback: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Upload a binary file object from its current position, streamed (multipart above
+        8 MiB). A seekable one is rewound for a retry; a non-seekable one is sent once."""
+        op = _ops.upload_fileobj(
+            check_readable(fileobj),
+            check_bucket(bucket),
+            check_key(key),
+            extra_args,
+            check_callback(callback),
+        )
+        return self._execute(op, check_timeout(timeout))
+
+    def download_fileobj(
+        self,
+        bucket: str,
+        key: str,
+        fileobj: BinaryIO,
+        *,
+        timeout: float | None = None,
+        callback: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Write the object into a binary file object, in order, in constant memory.
+
+        A retry resumes with a Range request at the bytes already written, pinned to the
+        first answer's ETag; if the object changed meanwhile, PreconditionFailed is raised.
+        """
+        t = check_timeout(timeout)
+        deadline = None if t is None else self._clock.monotonic() + t
+        op = _ops.download_fileobj(
+            check_bucket(bucket),
+            check_key(key),
+            check_writable(fileobj),
+            deadline,
+            check_callback(callback),
+        )
+        return self._execute(op, t)
+
+    def delete_objects(
+        self,
+        bucket: str,
+        keys: Iterable[str | Mapping[str, str]],
+        *,
+        quiet: bool = False,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """DeleteObjects in batches of 1000 keys: ``{"Deleted", "Errors", "Endpoint"}``.
+
+        ``keys`` are strs or ``{"Key": ..., "VersionId": ...}``; ``timeout`` bounds each batch.
+        A batch that fails as a whole raises its error (the batches before it are done).
+        """
+        bucket = check_bucket(bucket)
+        objects = check_delete_keys(keys)
+        t = check_timeout(timeout)
+        result = _extras.delete_batches(
+            lambda op, _batch: self._execute(op, t), bucket, objects, quiet
+        )
+        result.pop("Endpoints", None)
+        result["Endpoint"] = self.name
+        return result
+
     def create_presigned_url(
         self, bucket: str, key: str, expiration: int = 3600, *, method: str = "GET"
     ) -> str:
@@ -569,3 +672,139 @@ class Endpoint:
         """Release the connection pools. Further calls raise ConfigError."""
         self.closed = True
         self.transport.close()
+
+    # ------------------------------------- the steps of run(), for the asyncio core
+    # ``run`` inlines these on its hot path; the asyncio core (``_async_core``) awaits the
+    # attempt, the slot and the backoff between them, so both keep the same books.
+    def admit_leg(self, operation: str, allow_probe: bool = True) -> bool:
+        """Ask the breaker for a leg; True when it is the half-open probe.
+
+        Raises :class:`CircuitOpenError` (counted in ``rejected_open``) when it is open.
+        """
+        if self.closed:
+            raise ConfigError(f"endpoint {self.name!r} is closed")
+        verdict = self.breaker.admit(allow_probe=allow_probe)
+        if verdict == REJECT:
+            with self._lock:
+                self.rejected_open += 1
+            raise CircuitOpenError(
+                endpoint=self.name, operation=operation, retry_after=self.breaker.retry_after()
+            )
+        return verdict == PROBE
+
+    def leg_retries(self, probe: bool, retries: int | None) -> int:
+        """The retries a leg may make: none for a probe, else ``retries`` or the endpoint's."""
+        return 0 if probe else (self.config.retries if retries is None else retries)
+
+    def slot_wait(self, wait: bool, deadline: float | None) -> float:
+        """Seconds a leg may wait for a concurrency slot (0: fail at once)."""
+        if not wait:
+            return 0.0
+        waited = self.config.acquire_timeout
+        if deadline is not None:
+            waited = max(0.0, min(waited, deadline - self._clock.monotonic()))
+        return waited
+
+    def saturated_error(self, operation: str, waited: float) -> EndpointSaturated:
+        """Count and announce a leg that found no slot; returns the error to raise."""
+        with self._lock:
+            self.saturated += 1
+        limit = self.limiter.limit
+        self.events.emit(EndpointSaturatedEvent(self.name, operation, limit), logging.DEBUG)
+        return EndpointSaturated(
+            endpoint=self.name, operation=operation, waited=waited, limit=limit
+        )
+
+    def record_success(
+        self, operation: str, t0: float, elapsed: float, attempt: int, probe: bool
+    ) -> None:
+        """Book a successful attempt (counters, latency, AIMD limit, breaker)."""
+        with self._lock:
+            self.requests += 1
+            self.successes += 1
+            self._latency.add(elapsed, t0 + elapsed)
+            by_op = self._by_op
+            by_op[operation, SUCCESS] = by_op.get((operation, SUCCESS), 0) + 1
+            self._budget.record_request()
+            self.misconfigured = False
+            if not attempt:
+                self.legs += 1
+                self.last_used = time.time()
+        self.limiter.on_success()
+        self.breaker.on_success(probe)
+
+    def record_failure(
+        self,
+        operation: str,
+        error: EndpointError,
+        elapsed: float,
+        attempt: int,
+        previous: EndpointError | None,
+    ) -> int:
+        """Book a failed attempt; returns its outcome class. Chains ``previous`` onto it."""
+        outcome = classify(error)
+        self._count_failure(operation, outcome, elapsed, attempt)
+        if outcome == THROTTLE:
+            self.limiter.on_throttle()
+        elif outcome == BAD_CREDENTIALS:
+            self._mark_misconfigured(operation, error)
+        error.attempt_count = attempt + 1
+        error.previous = previous
+        return outcome
+
+    def retry_delay(
+        self,
+        operation: str,
+        error: EndpointError,
+        outcome: int,
+        attempt: int,
+        max_retries: int,
+        deadline: float | None,
+    ) -> float | None:
+        """The backoff before the next attempt (counted and announced), or None: give up."""
+        if outcome not in RETRYABLE or attempt >= max_retries:
+            return None
+        with self._lock:
+            allowed = self._budget.try_retry()
+        if not allowed:
+            return None
+        delay = backoff_delay(
+            attempt,
+            self.config.backoff_base_s,
+            self.config.backoff_cap_s,
+            throttled=outcome == THROTTLE,
+            rng=self._rng,
+        )
+        if deadline is not None and self._clock.monotonic() + delay >= deadline:
+            return None
+        with self._lock:
+            self.retries += 1
+        self.events.emit(
+            RetryScheduled(self.name, operation, attempt + 1, delay, type(error).__name__),
+            logging.DEBUG,
+        )
+        return delay
+
+    def readmit(
+        self, operation: str, outcome: int, probe: bool, error: EndpointError
+    ) -> CircuitOpenError | None:
+        """After a backoff: None to go on, or the error to raise (the leg is then finished)
+        when others opened the breaker meanwhile."""
+        if self.breaker.admit(allow_probe=False) != REJECT:
+            return None
+        self._finish_leg(outcome, probe)
+        with self._lock:
+            self.rejected_open += 1
+        stop = CircuitOpenError(
+            endpoint=self.name, operation=operation, retry_after=self.breaker.retry_after()
+        )
+        stop.__cause__ = error
+        return stop
+
+    def finish_leg(self, error: EndpointError, probe: bool) -> None:
+        """Report a leg's last error to the breaker."""
+        self._finish_leg(classify(error), probe)
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock

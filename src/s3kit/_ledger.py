@@ -30,7 +30,7 @@ from typing import Any
 
 from ._errors import ConfigError
 
-__all__ = ["DELETE", "PUT", "Ledger", "LedgerEntry", "default_ledger_path"]
+__all__ = ["DELETE", "PUT", "FailedUpload", "Ledger", "LedgerEntry", "default_ledger_path"]
 
 PUT = "put"  # the endpoint may lack the newest version of the key (a put, upload or copy)
 DELETE = "delete"  # the endpoint may still hold a key that was deleted (a tombstone)
@@ -52,6 +52,15 @@ CREATE TABLE IF NOT EXISTS pending (
     PRIMARY KEY (replica_set, endpoint, bucket, key, op)
 );
 CREATE INDEX IF NOT EXISTS pending_by_key ON pending (replica_set, bucket, key);
+CREATE TABLE IF NOT EXISTS uploads (
+    endpoint    TEXT NOT NULL,
+    bucket      TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    started     REAL NOT NULL,
+    failed      REAL NOT NULL,
+    last_error  TEXT,
+    PRIMARY KEY (endpoint, bucket, key, started)
+);
 """
 
 
@@ -74,6 +83,22 @@ class LedgerEntry:
     created: float
     updated: float
     attempts: int
+    last_error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FailedUpload:
+    """A multipart upload that failed on ``endpoint`` between ``started`` and ``failed``
+    (wall-clock seconds): its parts may still be there if the abort failed too."""
+
+    endpoint: str
+    bucket: str
+    key: str
+    started: float
+    failed: float
     last_error: str | None
 
     def as_dict(self) -> dict[str, Any]:
@@ -211,6 +236,54 @@ class Ledger:
         with self._tx() as conn:
             conn.execute(sql, params)
 
+    def record_keys(
+        self,
+        replica_set: str,
+        endpoints: Iterable[str],
+        bucket: str,
+        keys: Iterable[str],
+        op: str,
+        token: str,
+    ) -> None:
+        """:meth:`record` for many keys in one commit (a batch delete's tombstones)."""
+        if op not in _OPS:
+            raise ValueError(f"op must be one of {_OPS}, not {op!r}")
+        other = DELETE if op == PUT else PUT
+        now = time.time()
+        names = list(endpoints)
+        rows = [(replica_set, e, bucket, k) for k in keys for e in names]
+        with self._tx() as conn:
+            conn.executemany(
+                "DELETE FROM pending WHERE replica_set=? AND endpoint=? AND bucket=? "
+                "AND key=? AND op=?",
+                [(*row, other) for row in rows],
+            )
+            conn.executemany(
+                "INSERT INTO pending (replica_set, endpoint, bucket, key, op, token, "
+                "created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (replica_set, endpoint, bucket, key, op) DO UPDATE SET "
+                "token=excluded.token, updated=excluded.updated, attempts=0, "
+                "last_error=NULL",
+                [(*row, op, token, now, now) for row in rows],
+            )
+
+    def resolve_keys(
+        self,
+        replica_set: str,
+        endpoint: str,
+        bucket: str,
+        keys: Iterable[str],
+        op: str,
+        token: str,
+    ) -> None:
+        """:meth:`resolve` for many keys of one endpoint in one commit."""
+        with self._tx() as conn:
+            conn.executemany(
+                "DELETE FROM pending WHERE replica_set=? AND endpoint=? AND bucket=? AND key=? "
+                "AND op=? AND token=?",
+                [(replica_set, endpoint, bucket, k, op, token) for k in keys],
+            )
+
     # ------------------------------------------------------------------- reads
     def entries(
         self,
@@ -245,6 +318,52 @@ class Ledger:
                 raise RuntimeError(f"the replica ledger {self.path} is closed")
             rows = self._connect().execute(sql, params).fetchall()
         return [LedgerEntry(*row) for row in rows]
+
+    # --------------------------------------------------- failed multipart uploads
+    def record_upload(
+        self,
+        endpoint: str,
+        bucket: str,
+        key: str,
+        started: float,
+        failed: float,
+        error: BaseException,
+    ) -> None:
+        """Remember a multipart upload that failed on ``endpoint`` (its abort may have failed
+        too): ``Multiplexer.abort_stale_uploads`` and ``repair`` abort what it left."""
+        text = f"{type(error).__name__}: {error}"[:_ERROR_MAX]
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO uploads (endpoint, bucket, key, started, failed, "
+                "last_error) VALUES (?, ?, ?, ?, ?, ?)",
+                (endpoint, bucket, key, started, failed, text),
+            )
+
+    def failed_uploads(
+        self, bucket: str | None = None, endpoint: str | None = None
+    ) -> list[FailedUpload]:
+        """The failed multipart uploads not yet cleaned up, oldest first."""
+        sql = "SELECT endpoint, bucket, key, started, failed, last_error FROM uploads WHERE 1=1"
+        params: list[Any] = []
+        for column, value in (("bucket", bucket), ("endpoint", endpoint)):
+            if value is not None:
+                sql += f" AND {column}=?"
+                params.append(value)
+        sql += " ORDER BY failed, endpoint, bucket, key"
+        if not os.path.exists(self.path) and self._conn is None:
+            return []
+        with self._lock:
+            if self.closed:
+                raise RuntimeError(f"the replica ledger {self.path} is closed")
+            rows = self._connect().execute(sql, params).fetchall()
+        return [FailedUpload(*row) for row in rows]
+
+    def resolve_upload(self, upload: FailedUpload) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "DELETE FROM uploads WHERE endpoint=? AND bucket=? AND key=? AND started=?",
+                (upload.endpoint, upload.bucket, upload.key, upload.started),
+            )
 
     def __len__(self) -> int:
         return len(self.entries())

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, BinaryIO
 
-from . import _ops, _replica
+from . import _extras, _ops, _replica, _uploads
 from ._breaker import CLOSED, HALF_OPEN, OPEN, PROBE, REJECT
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import make_config
@@ -66,13 +66,17 @@ from ._validate import (
     check_body,
     check_bucket,
     check_callback,
+    check_delete_keys,
     check_download_target,
     check_expiration,
     check_key,
     check_max_keys,
     check_optional_str,
+    check_page_size,
+    check_readable,
     check_timeout,
     check_upload_source,
+    check_writable,
 )
 
 __all__ = ["Multiplexer"]
@@ -80,6 +84,14 @@ __all__ = ["Multiplexer"]
 _HEALTHY_OUTCOMES = (SUCCESS, CLIENT, ACCESS)
 DEFAULT_GROUP = "replicas"  # the name of the set ``replicas=[...]`` defines
 _MAX_BACKGROUND = 1024  # replica-write legs running past their caller; beyond, writes wait
+
+
+def _check_age(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise InvalidArgument("older_than_s", f"must be seconds >= 0, got {value!r}")
+    return float(value)
 
 
 class Multiplexer:
@@ -426,10 +438,17 @@ class Multiplexer:
         group: str | None = None,
         progress: Callable[[str, int, int], None] | None = None,
         on_action: Callable[[dict[str, Any]], None] | None = None,
-    ) -> dict[str, int]:
+        wait_s: float = 0.0,
+    ) -> dict[str, Any]:
         """Bring the replica sets' members level for ``bucket``/``prefix``.
 
-        First the ledger is replayed (writes that missed a member are copied to it from a
+        Every member is probed first (a one-key listing of ``bucket``), without waiting for an
+        open breaker's interval: a member that answers has its breaker closed and is repaired
+        now. A member that does not answer (probed again until ``wait_s`` seconds have passed)
+        is skipped: named in ``"unreachable"``, counted once in ``"failed"``, reported as a
+        ``"probe"`` action, and its ledger rows stay for the next run.
+
+        Then the ledger is replayed (writes that missed a member are copied to it from a
         member that has them, deletes that missed one are sent again), then the members'
         listings are compared (key, size, and ETag when both are single-part; copies made here
         carry the source's ETag in metadata ``s3kit-source-etag``, so multipart copies
@@ -439,9 +458,11 @@ class Multiplexer:
         Idempotent and safe to interrupt: each copy is one upload, a ledger row goes only once
         its work is done. ``dry_run`` changes nothing and counts what would be done.
         ``progress(phase, done, total)`` and ``on_action(dict)`` report as it goes.
-        Returns ``{"checked", "copied", "failed", "from_ledger"}``.
+        Returns ``{"checked", "copied", "failed", "from_ledger", "unreachable"}``.
         """
         bucket = check_bucket(bucket)
+        if isinstance(wait_s, bool) or not isinstance(wait_s, (int, float)) or not wait_s >= 0:
+            raise InvalidArgument("wait_s", f"must be seconds >= 0, got {wait_s!r}")
         prefix = check_optional_str(prefix, "prefix") or ""
         if group is not None:
             if group not in self._groups:
@@ -457,7 +478,9 @@ class Multiplexer:
         # Writes still finishing in the background would race the replay (and hold the lagging
         # member's slots): let them settle first.
         self.wait_for_writes()
-        return _replica.repair(self, groups, bucket, prefix, bool(dry_run), progress, on_action)
+        return _replica.repair(
+            self, groups, bucket, prefix, bool(dry_run), progress, on_action, float(wait_s)
+        )
 
     def wait_for_writes(self, timeout: float = 30.0) -> bool:
         """Wait up to ``timeout`` s for replica-set writes still running in the background;
@@ -473,6 +496,104 @@ class Multiplexer:
         """The ledger's rows: what some member may still lack (``op`` "put") or still hold
         although it was deleted (``op`` "delete"), oldest first."""
         return [e.as_dict() for e in self._ledger().entries(None, bucket, prefix)]
+
+    # --------------------------------------------------------- multipart uploads
+    def _targets(self, endpoint: str | None) -> list[Endpoint]:
+        """Every endpoint; or a replica set's members; or the endpoint named."""
+        if endpoint is None:
+            return list(self._ordered)
+        group = self._groups.get(endpoint)
+        if group is not None:
+            return self._members(group)
+        return [self._get(endpoint)]
+
+    def list_multipart_uploads(
+        self,
+        bucket: str,
+        prefix: str | None = None,
+        *,
+        older_than_s: float | None = None,
+        endpoint: str | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Multipart uploads in progress (started, neither completed nor aborted) in ``bucket``
+        on every endpoint (or ``endpoint``: a name, or a replica set's name).
+
+        Returns ``{"Bucket", "Uploads": [{"Endpoint", "Key", "UploadId", "Initiated"}],
+        "Failed": {endpoint: error}}``; ``older_than_s`` keeps uploads started at least that
+        many seconds ago.
+        """
+        bucket = check_bucket(bucket)
+        prefix = check_optional_str(prefix, "prefix")
+        age = _check_age(older_than_s)
+        deadline = self._deadline(timeout)
+        uploads: list[dict[str, Any]] = []
+        failed: dict[str, BaseException] = {}
+        for ep in self._targets(endpoint):
+            try:
+                found = _uploads.list_uploads(ep, bucket, prefix, deadline)
+            except EndpointError as exc:
+                failed[ep.name] = exc
+                continue
+            uploads += [
+                {"Endpoint": ep.name, **u}
+                for u in found
+                if age is None or _uploads.older_than(u, age)
+            ]
+        return {"Bucket": bucket, "Uploads": uploads, "Failed": failed}
+
+    def abort_stale_uploads(
+        self,
+        bucket: str,
+        prefix: str | None = None,
+        *,
+        older_than_s: float = 86400.0,
+        endpoint: str | None = None,
+        dry_run: bool = False,
+        timeout: float | None = None,
+        on_abort: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Abort the multipart uploads in ``bucket`` started more than ``older_than_s`` seconds
+        ago (default a day) on every endpoint (or ``endpoint``), and, whatever their age, those
+        that failed uploads recorded in the ledger left behind (an endpoint that died
+        mid-upload could not abort them).
+
+        Returns ``{"Bucket", "Aborted": [{"Endpoint", "Key", "UploadId", "Initiated"}],
+        "Failed": {endpoint or "endpoint/upload id": error}, "DryRun": bool}``; ``dry_run``
+        aborts nothing and lists what would be aborted. ``on_abort(upload)`` reports each.
+        """
+        bucket = check_bucket(bucket)
+        prefix = check_optional_str(prefix, "prefix")
+        age = _check_age(older_than_s)
+        assert age is not None
+        deadline = self._deadline(timeout)
+        targets = self._targets(endpoint)
+        aborted, failed_by = _uploads.settle_failed(
+            self._ledger(), targets, bucket, bool(dry_run), on_abort
+        )
+        failed: dict[str, BaseException] = dict(failed_by)
+        done = {(u["Endpoint"], u["UploadId"]) for u in aborted}
+        listing = self.list_multipart_uploads(
+            bucket, prefix, older_than_s=age, endpoint=endpoint, timeout=timeout
+        )
+        failed.update(listing["Failed"])
+        for upload in listing["Uploads"]:
+            name = upload["Endpoint"]
+            if (name, upload["UploadId"]) in done:
+                continue
+            found = {**upload, "Bucket": bucket}
+            if not dry_run:
+                try:
+                    _uploads.abort_upload(
+                        self._get(name), bucket, upload["Key"], upload["UploadId"], deadline
+                    )
+                except EndpointError as exc:
+                    failed[f"{name}/{upload['UploadId']}"] = exc
+                    continue
+            aborted.append(found)
+            if on_abort is not None:
+                on_abort(found)
+        return {"Bucket": bucket, "Aborted": aborted, "Failed": failed, "DryRun": bool(dry_run)}
 
     def hedge_stats(self) -> dict[str, dict[str, Any]]:
         """Per replica set: reads, hedges sent (``by_endpoint``: where), hedge wins, the extra
@@ -758,6 +879,12 @@ class Multiplexer:
             if group is not None:
                 quiet = _ops.upload_file(path, bucket, key, extra_args)
                 ops = [op, *([quiet] * (len(group.members) - 1))]
+        if self._groups or self._ledger_path is not None:
+            # A large upload that fails on an endpoint is remembered, so that what its failed
+            # abort left there is aborted later (abort_stale_uploads, repair).
+            op = _uploads.tracked_upload(op, self._ledger, path)
+            if ops is not None:
+                ops = [_uploads.tracked_upload(o, self._ledger, path) for o in ops]
         return self._run(op, endpoint, strategy, self._deadline(timeout), quorum, ops)
 
     def download_file(
@@ -775,11 +902,22 @@ class Multiplexer:
         path = check_download_target(file_path)
         deadline = self._deadline(timeout)
         bucket, key, callback = check_bucket(bucket), check_key(key), check_callback(callback)
-        if self._groups and self._group_for(endpoint) is not None:
-            # Across replicas: resume on another member only on the same version (ETag pinned).
-            op = _replica.pinned_download(bucket, key, path, deadline, callback)
-        else:
-            op = _ops.download_file(bucket, key, path, deadline, callback)
+        group = self._group_for(endpoint) if self._groups else None
+        if group is not None:
+            # Across replicas: pinned to one version (ETag); hedged when the set hedges; a
+            # large object comes as ranged parts spread over the members.
+            return _replica.replica_download(
+                self,
+                group,
+                self._members(group),
+                bucket,
+                key,
+                path,
+                deadline,
+                callback,
+                self._router_for(strategy),
+            )
+        op = _ops.download_file(bucket, key, path, deadline, callback)
         return self._run(op, endpoint, strategy, deadline)
 
     def put_object(
@@ -993,6 +1131,176 @@ class Multiplexer:
         if endpoint is not None:
             return self._run(op, endpoint, strategy, self._deadline(timeout))
         return self._to_all(op, self._deadline(timeout))
+
+    # ------------------------------------------- extras (contract §12; see docs/extras.md)
+    def iter_objects(
+        self,
+        bucket: str,
+        prefix: str | None = None,
+        *,
+        delimiter: str | None = None,
+        page_size: int = 1000,
+        endpoint: str | None = None,
+        strategy: str | Router | None = None,
+        timeout: float | None = None,
+    ) -> _extras.ObjectIterator:
+        """A lazy listing, one page per request (``timeout`` bounds each page).
+
+        Each page is routed and failed over like any read; a page served by another endpoint
+        than the one before continues with ``StartAfter`` = the last name yielded, so a
+        failover mid-way neither restarts nor repeats. Under ``key-hash`` (outside a replica
+        set) the endpoints' listings are merged lazily in key order; one that fails is named in
+        the iterator's ``incomplete``.
+        """
+        bucket = check_bucket(bucket)
+        prefix = check_optional_str(prefix, "prefix") or None
+        delimiter = check_optional_str(delimiter, "delimiter") or None
+        size = check_page_size(page_size)
+        t = check_timeout(timeout)
+        if (
+            endpoint is None
+            and self._default_group is None
+            and self._router_for(strategy).name == "key-hash"
+        ):
+            return _extras.merged_pages(
+                list(self._ordered),
+                lambda ep, op: ep.run(op, deadline=self._deadline(t)),
+                bucket,
+                prefix,
+                delimiter,
+                size,
+            )
+        return _extras.single(
+            lambda op: self._run(op, endpoint, strategy, self._deadline(t)),
+            bucket,
+            prefix,
+            delimiter,
+            size,
+        )
+
+    def upload_fileobj(
+        self,
+        fileobj: BinaryIO,
+        bucket: str,
+        key: str,
+        extra_args: Mapping[str, Any] | None = None,
+        *,
+        endpoint: str | None = None,
+        strategy: str | Router | None = None,
+        timeout: float | None = None,
+        callback: Callable[[int], None] | None = None,
+        write_quorum: int | str | None = None,
+    ) -> dict[str, Any]:
+        """Upload a binary file object from its position (streamed; see Endpoint).
+
+        A write: failed over only while nothing was read from a non-seekable ``fileobj``. In
+        a replica set the stream is first copied into an unlinked temporary file, which every
+        member then reads at its own pace (constant memory, retries included).
+        """
+        fileobj = check_readable(fileobj)
+        bucket, key = check_bucket(bucket), check_key(key)
+        callback = check_callback(callback)
+        quorum = _replica.check_quorum(write_quorum)
+        deadline = self._deadline(timeout)
+        group = self._group_for(endpoint) if self._groups else None
+        if group is not None:
+            spool = _extras.Spool(fileobj)
+            # The callback follows the first member's upload, as with upload_file.
+            ops = [_ops.upload_fileobj(spool.reader(), bucket, key, extra_args, callback)]
+            ops += [
+                _ops.upload_fileobj(spool.reader(), bucket, key, extra_args)
+                for _ in group.members[1:]
+            ]
+            return self._run(ops[0], endpoint, strategy, deadline, quorum, ops)
+        op = _ops.upload_fileobj(fileobj, bucket, key, extra_args, callback)
+        return self._run(op, endpoint, strategy, deadline, quorum)
+
+    def download_fileobj(
+        self,
+        bucket: str,
+        key: str,
+        fileobj: BinaryIO,
+        *,
+        endpoint: str | None = None,
+        strategy: str | Router | None = None,
+        timeout: float | None = None,
+        callback: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Write the object into a binary file object, in order, in constant memory.
+
+        Fails over like any read. Bytes once written are never taken back: a retry or another
+        endpoint resumes with a Range request pinned to the first answer's ETag (``If-Match``),
+        and an endpoint holding another version raises :class:`PreconditionFailed`.
+        """
+        deadline = self._deadline(timeout)
+        op = _ops.download_fileobj(
+            check_bucket(bucket),
+            check_key(key),
+            check_writable(fileobj),
+            deadline,
+            check_callback(callback),
+        )
+        return self._run(op, endpoint, strategy, deadline)
+
+    def delete_objects(
+        self,
+        bucket: str,
+        keys: Iterable[str | Mapping[str, str]],
+        *,
+        quiet: bool = False,
+        endpoint: str | None = None,
+        strategy: str | Router | None = None,
+        timeout: float | None = None,
+        write_quorum: int | str | None = None,
+    ) -> dict[str, Any]:
+        """DeleteObjects in batches of 1000: ``{"Deleted", "Errors", "Endpoint", "Endpoints"}``.
+
+        Routed like ``delete_object``: never failed over once sent. Outside a replica set every
+        batch goes to the endpoint that took the first (under ``key-hash``: each key to its
+        owner); in a replica set each batch goes to every member, with ledger tombstones for
+        members that missed it (``Pending``). ``timeout`` bounds each batch.
+        """
+        bucket = check_bucket(bucket)
+        objects = check_delete_keys(keys)
+        quorum = _replica.check_quorum(write_quorum)
+        t = check_timeout(timeout)
+        group = self._group_for(endpoint) if self._groups else None
+        if group is not None:
+            members = self._members(group)
+            return _extras.delete_batches(
+                lambda op, batch: _extras.replica_delete(
+                    self, group, members, op, batch, self._deadline(t), quorum
+                ),
+                bucket,
+                objects,
+                quiet,
+            )
+        router = self._router_for(strategy)
+        if endpoint is None and router.name == "key-hash":
+            owners: dict[str, list[dict[str, str]]] = {}
+            for obj in objects:
+                owner = self._rank(self._ordered, _ops.delete_object(bucket, obj["Key"]), router)
+                owners.setdefault(owner[0].name, []).append(obj)
+            results = []
+            for name, owned in owners.items():
+                owner_ep = self._endpoints[name]
+
+                def on_owner(
+                    op: _ops.Op, _batch: list[dict[str, str]], ep: Endpoint = owner_ep
+                ) -> dict[str, Any]:
+                    return ep.run(op, deadline=self._deadline(t))
+
+                results.append(_extras.delete_batches(on_owner, bucket, owned, quiet))
+            return _extras.merge_deletes(bucket, results)
+        pinned = endpoint
+
+        def run(op: _ops.Op, _batch: list[dict[str, str]]) -> dict[str, Any]:
+            nonlocal pinned
+            result = self._run(op, pinned, strategy, self._deadline(t))
+            pinned = result["Endpoint"]  # later batches go where the first one went
+            return result
+
+        return _extras.delete_batches(run, bucket, objects, quiet)
 
     def create_presigned_url(
         self,

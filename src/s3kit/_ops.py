@@ -8,15 +8,16 @@ An attempt is ``op.attempt(endpoint, timeout)``; it returns the result dict with
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from ._errors import ConnectionFailed, InvalidArgument
-from ._transport import DownloadState
+from ._errors import ConnectionFailed, InvalidArgument, ServiceError
+from ._transport import DownloadState, Prefixed, read_upto
 
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
@@ -288,3 +289,191 @@ def download_file(
 ) -> Op:
     dl = _Download(bucket, key, file_path, deadline, callback)
     return Op("download_file", dl.attempt, READ, bucket, key, cleanup=dl.cleanup)
+
+
+# ------------------------------------------------------------------ extras (contract §12)
+#: a non-seekable upload stream that ends within this many bytes is kept in memory (retryable)
+SMALL_UPLOAD = 8 * 1024 * 1024
+#: StartAfter for a common prefix ``p``: past every key under it (``p`` + the last code point)
+_PAST_PREFIX = "\U0010ffff"
+
+
+@dataclass
+class ListCursor:
+    """Where a lazy listing stands: the last name yielded (a key, or a common prefix) and the
+    continuation token of the endpoint that served the last page. That endpoint continues with
+    its token; any other one with ``StartAfter`` (tokens are opaque and per server)."""
+
+    last: str | None = None
+    last_is_prefix: bool = False
+    token: str | None = None
+    token_endpoint: object = None
+    served: object = None
+
+    def start_after(self) -> str | None:
+        if self.last is None:
+            return None
+        return self.last + _PAST_PREFIX if self.last_is_prefix else self.last
+
+
+def list_page(
+    bucket: str, prefix: str | None, delimiter: str | None, page_size: int, cursor: ListCursor
+) -> Op:
+    """One ListObjectsV2 page from where ``cursor`` stands (a request of its own)."""
+
+    def attempt(ep: Endpoint, timeout: float | None) -> dict[str, Any]:
+        token = cursor.token if cursor.token_endpoint is ep else None
+        resp = ep.transport.list_page(
+            ep.config.physical_bucket(bucket),
+            prefix,
+            delimiter,
+            page_size,
+            None if token else cursor.start_after(),
+            token,
+            timeout,
+        )
+        cursor.served = ep
+        resp["Name"] = bucket
+        return resp
+
+    return Op("iter_objects", attempt, READ, bucket)
+
+
+def delete_objects(bucket: str, objects: list[dict[str, str]], quiet: bool) -> Op:
+    """One DeleteObjects request (≤ 1000 keys). A write: not failed over once sent."""
+
+    def attempt(ep: Endpoint, timeout: float | None) -> dict[str, Any]:
+        resp = ep.transport.delete_objects(
+            ep.config.physical_bucket(bucket), objects, quiet, timeout
+        )
+        return {**resp, "Bucket": bucket}
+
+    return Op("delete_objects", attempt, DELETE, bucket)
+
+
+def seekable(fileobj: Any) -> bool:
+    try:
+        if not fileobj.seekable():
+            return False
+        fileobj.tell()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
+
+
+def upload_fileobj(
+    fileobj: BinaryIO,
+    bucket: str,
+    key: str,
+    extra: Mapping[str, Any] | None = None,
+    callback: Callable[[int], None] | None = None,
+) -> Op:
+    """Upload from ``fileobj``'s position. A seekable one is rewound for each attempt. Of a
+    non-seekable one the first 8 MiB are read ahead: a stream that ends within them is kept
+    in memory and retried like bytes; a longer one is read once, so it is not sent twice."""
+    source: BinaryIO = fileobj
+    rewind = seekable(fileobj)
+    start = fileobj.tell() if rewind else 0
+    failed: list[BaseException] = []
+
+    def attempt(ep: Endpoint, timeout: float | None) -> dict[str, Any]:
+        nonlocal source, rewind
+        if rewind:
+            source.seek(start)
+        elif failed:
+            raise InvalidArgument(
+                "fileobj",
+                "is not seekable and longer than 8 MiB, so the upload that failed (see "
+                "__cause__) cannot be sent again; pass a seekable file object to have "
+                "failures retried",
+            ) from failed[-1]
+        elif source is fileobj:
+            head = read_upto(fileobj, SMALL_UPLOAD)
+            if len(head) < SMALL_UPLOAD:
+                source, rewind = io.BytesIO(head), True  # all of it: retried like bytes
+            else:
+                source = cast(BinaryIO, Prefixed(head, fileobj))
+        phys = ep.config.physical_bucket(bucket)
+        sent = 0
+
+        def count(n: int) -> None:
+            nonlocal sent
+            sent += n
+            if callback is not None:
+                callback(n)
+
+        try:
+            resp = ep.transport.upload_fileobj(source, phys, key, extra, timeout, count)
+        except BaseException as exc:
+            failed.append(exc)
+            if sent and callback is not None:
+                callback(-sent)  # this attempt's bytes are given up; a retry counts anew
+            raise
+        return _with_etag(ep, phys, key, timeout, {**resp, "Bucket": bucket, "Key": key})
+
+    return Op("upload_fileobj", attempt, WRITE, bucket, key)
+
+
+class _StreamDownload:
+    """A download into a caller's file object, written in order and never rewound.
+
+    A retry (or, on a multiplexer, another endpoint) resumes with ``Range`` from the bytes
+    written, pinned with ``If-Match`` to the first answer's ETag: another version of the object
+    answers 412 and :class:`PreconditionFailed` is raised, since the bytes already written
+    cannot be taken back. An MD5 mismatch raises ``BadDigest`` for the same reason.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        key: str,
+        fileobj: BinaryIO,
+        deadline: float | None,
+        callback: Callable[[int], None] | None,
+    ) -> None:
+        self.bucket = bucket
+        self.key = key
+        self.fileobj = fileobj
+        self.state = DownloadState(deadline=deadline, progress=callback)
+
+    def attempt(self, ep: Endpoint, timeout: float | None) -> dict[str, Any]:
+        state = self.state
+        if state.total is None or state.offset < state.total or not state.offset:
+            ep.transport.download_stream(
+                ep.config.physical_bucket(self.bucket), self.key, self.fileobj, state, timeout
+            )
+        total = state.total
+        if total is not None and state.offset != total:
+            raise ConnectionFailed(
+                f"short body from {ep.name}: {state.offset} of {total} bytes",
+                endpoint=ep.name,
+                operation="download_fileobj",
+            )
+        etag = state.etag or ""
+        resp = state.response
+        encrypted = resp.get("ServerSideEncryption") == "aws:kms" or "SSECustomerAlgorithm" in resp
+        if _PLAIN_MD5.match(etag) and not encrypted and state.md5.hexdigest() != etag.strip('"'):
+            raise ServiceError(
+                code="BadDigest",
+                status=0,
+                message=f"MD5 of the {state.offset} bytes written does not match the ETag",
+                endpoint=ep.name,
+                operation="download_fileobj",
+            )
+        return {
+            "Bucket": self.bucket,
+            "Key": self.key,
+            "ContentLength": state.offset,
+            "ETag": state.etag,
+        }
+
+
+def download_fileobj(
+    bucket: str,
+    key: str,
+    fileobj: BinaryIO,
+    deadline: float | None = None,
+    callback: Callable[[int], None] | None = None,
+) -> Op:
+    dl = _StreamDownload(bucket, key, fileobj, deadline, callback)
+    return Op("download_fileobj", dl.attempt, READ, bucket, key)

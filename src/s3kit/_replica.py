@@ -7,16 +7,22 @@
 - **Downloads** that switch members mid-way keep the bytes received only when the new member
   holds the same version: the first answer's ETag is pinned (HEAD compared, and ``If-Match`` on
   the ranged GET); otherwise the download starts over on the new member. Never stitched.
+  With ``hedge=`` a download not delivering within the hedge delay is raced on a second member
+  (:func:`replica_download`); an object above ``PART_SIZE`` comes as ranged parts spread over
+  the members, every part pinned to the first answer's ETag.
 - **Writes** (and deletes, and copies) go to every member in parallel and return once
   ``write_quorum`` acknowledged; the rest finish in the background (:func:`replica_write`),
   recorded in the :class:`~s3kit._ledger.Ledger` until they do.
-- **Repair** replays the ledger, then compares listings (:func:`repair`).
+- **Repair** probes the members (a member still down is skipped, named), aborts what failed
+  multipart uploads left on them, replays the ledger, then compares listings (:func:`repair`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
+import hashlib
 import math
 import os
 import re
@@ -27,10 +33,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from . import _ops
-from ._breaker import OPEN
+from . import _ops, _uploads
+from ._breaker import OPEN, PROBE, REJECT
 from ._errors import (
     CircuitOpenError,
     ConnectionFailed,
@@ -39,10 +45,11 @@ from ._errors import (
     InvalidArgument,
     NoHealthyEndpoint,
     NotFound,
+    PreconditionFailed,
 )
 from ._events import logger
 from ._ledger import DELETE, PUT, LedgerEntry
-from ._outcome import ACCESS, CLIENT, classify
+from ._outcome import ACCESS, BAD_CREDENTIALS, CLIENT, FAILURE, SUCCESS, THROTTLE, classify
 from ._stats import LatencyWindow
 
 if TYPE_CHECKING:
@@ -58,7 +65,9 @@ __all__ = [
     "hedged_read",
     "parse_hedge",
     "pinned_download",
+    "probe_members",
     "repair",
+    "replica_download",
     "replica_write",
     "resolve_quorum",
 ]
@@ -68,7 +77,12 @@ SOURCE_ETAG = "s3kit-source-etag"
 HEDGE_FLOOR_S = 0.02  # the smallest hedge delay when it follows the set's p95
 HEDGE_COLD_S = 0.1  # the hedge delay before any read latency was measured
 HEDGED_OPS = frozenset({"get_object", "head_object"})
+PART_SIZE = 8 * 1024 * 1024  # objects above this come as ranged parts spread over the members
+RANGED_WORKERS = 8  # parts in flight at once (each is read into memory: ≤ 8 x PART_SIZE)
+HASH_CHUNK = 1024 * 1024  # the MD5 of a ranged download is computed in reads of this size
 REJECTION_WAIT_S = 1.0  # a write refused by members waits this long for the others' answers
+PROBE_PAUSE_S = 0.25  # repair(wait_s=...): the pause between probes of a member still down
+PROBE_TIMEOUT_S = 5.0  # the longest a repair probe may take (capped by the read timeout)
 _SINGLE_PART = re.compile(r'^"?[0-9a-fA-F]{32}"?$')
 
 
@@ -334,6 +348,434 @@ def pinned_download(
     return _ops.Op("download_file", dl.attempt, _ops.READ, bucket, key, cleanup=dl.cleanup)
 
 
+# ------------------------------------------------------- replica-set downloads
+class _Switch(Exception):
+    """Raised from a leg's progress callback: stop this leg (it lost, its version is not the
+    pinned one, or the download goes on as ranged parts). Not an endpoint failure: it passes
+    ``Endpoint.run`` without touching the breaker or the counters."""
+
+
+@dataclass(eq=False)
+class _Leg:
+    """One member's attempt at the whole download, into a file of its own."""
+
+    ep: Endpoint
+    path: str  # the leg's own file; the winner renames it into place
+    is_hedge: bool
+    dl: _PinnedDownload | None = None
+    sent: int = 0  # bytes of this leg counted so far
+    checked: str | None = None  # the ETag already compared with the pin
+
+
+class _ReplicaDownload:
+    """One ``download_file`` from a replica set.
+
+    - **Hedged** (``hedge=`` on): a leg that has not delivered a byte within the hedge delay is
+      raced by a leg on another member. The first answer's ETag is pinned: a leg answering with
+      another ETag gives up, and the first *complete* leg with the pinned ETag wins. The loser
+      stops at its next chunk and removes its file.
+    - **Ranged** (an object larger than ``PART_SIZE``, more than one member): once the first
+      answer gave the size and ETag, the rest comes as ranged GETs spread over the members,
+      each with ``If-Match`` and its answer's ETag compared (servers that ignore ``If-Match``);
+      a member holding another version is dropped, and a failed range is fetched from another.
+    """
+
+    def __init__(
+        self,
+        mux: Multiplexer,
+        group: ReplicaGroup,
+        members: Sequence[Endpoint],
+        bucket: str,
+        key: str,
+        path: str,
+        deadline: float | None,
+        callback: Callable[[int], None] | None,
+        router: Router,
+    ) -> None:
+        self.mux = mux
+        self.group = group
+        self.members = list(members)
+        self.bucket = bucket
+        self.key = key
+        self.path = path
+        self.dir = os.path.dirname(os.path.abspath(path))
+        self.deadline = deadline
+        self.callback = callback
+        self.router = router
+        self.lock = threading.Lock()
+        self.pin: str | None = None
+        self.size: int | None = None
+        self.response: dict[str, Any] = {}
+        self.first: Endpoint | None = None  # the member whose answer set the pin
+        self.owner: _Leg | None = None  # the leg whose bytes the callback follows
+        self.over = False  # a leg won, or the ranged parts took over: the others stop
+        self.ranged = False
+        self.delivered = threading.Event()
+
+    # ----------------------------------------------------------------- progress
+    def _check(self, state: Any, ep: Endpoint) -> None:
+        """A leg's first bytes of a version: pin its ETag, or give up on another version;
+        switch to ranged parts for a large object. Called under the lock."""
+        etag = state.etag
+        if self.pin is None:
+            self.pin, self.size, self.first = etag, state.total, ep
+            self.response = dict(state.response)
+        elif etag != self.pin:
+            raise _Switch(f"{ep.name} holds another version")
+        big = (state.total or 0) > PART_SIZE
+        if big and etag and len(self.members) > 1 and not self.ranged:
+            self.ranged = self.over = True
+            raise _Switch("ranged parts")
+
+    def leg_progress(self, leg: _Leg, n: int) -> None:
+        assert leg.dl is not None
+        state = leg.dl.state
+        with self.lock:
+            if self.over:
+                raise _Switch("another leg won")
+            if n > 0 and state.etag != leg.checked:
+                self._check(state, leg.ep)
+                leg.checked = state.etag
+            leg.sent += n
+            if self.owner is None:
+                self.owner = leg  # it takes over the callback with all its bytes so far
+                report = leg.sent
+            else:
+                report = n if self.owner is leg else 0
+        self.delivered.set()
+        if report and self.callback is not None:
+            self.callback(report)
+
+    def _give_back(self, leg: _Leg) -> None:
+        """A leg whose bytes the callback followed failed or lost: report them given up."""
+        with self.lock:
+            back = leg.sent if self.owner is leg else 0
+            if self.owner is leg:
+                self.owner = None
+            leg.sent = 0
+        if back and self.callback is not None:
+            self.callback(-back)
+
+    # ---------------------------------------------------------------------- legs
+    def new_leg(self, ep: Endpoint, is_hedge: bool) -> _Leg:
+        name = f".{os.path.basename(self.path)}.s3kit-leg-{uuid.uuid4().hex[:8]}"
+        leg = _Leg(ep, os.path.join(self.dir, name), is_hedge)
+        leg.dl = _PinnedDownload(
+            self.bucket, self.key, leg.path, self.deadline, lambda n: self.leg_progress(leg, n)
+        )
+        return leg
+
+    def run_leg(self, leg: _Leg) -> dict[str, Any]:
+        assert leg.dl is not None
+        op = _ops.Op("download_file", leg.dl.attempt, _ops.READ, self.bucket, self.key)
+        try:
+            result = leg.ep.run(op, retries=0, wait=False, deadline=self.deadline)
+        except BaseException:
+            leg.dl.cleanup()
+            self._give_back(leg)
+            raise
+        with self.lock:
+            won = not self.over and (self.pin is None or result.get("ETag") == self.pin)
+            if won:
+                self.over = True
+                self.pin = self.pin or result.get("ETag")
+                owner, self.owner = self.owner, leg
+        if not won:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leg.path)
+            self._give_back(leg)
+            raise _Switch("another leg won")
+        if self.callback is not None and owner is not leg:
+            if owner is not None and owner.sent:
+                self.callback(-owner.sent)
+            if leg.sent:
+                self.callback(leg.sent)
+        os.replace(leg.path, self.path)
+        result["Path"] = self.path
+        return result
+
+    def stop(self) -> None:
+        with self.lock:
+            self.over = True
+
+    # ------------------------------------------------------------ single stream
+    def single_op(self) -> _ops.Op:
+        """The unhedged download: one member at a time (resuming only on the same version),
+        switching to ranged parts for a large object."""
+        holder: list[_PinnedDownload] = []
+
+        def progress(n: int) -> None:
+            state = holder[0].state
+            with self.lock:
+                if n > 0 and self.pin is None:
+                    self._check(state, cast("Endpoint", holder[0].endpoint))
+            if self.callback is not None:
+                self.callback(n)
+
+        dl = _PinnedDownload(self.bucket, self.key, self.path, self.deadline, progress)
+        holder.append(dl)
+        return _ops.Op("download_file", dl.attempt, _ops.READ, self.bucket, self.key, dl.cleanup)
+
+    # ------------------------------------------------------------ ranged parts
+    def ranged_download(self) -> dict[str, Any]:
+        etag, total = self.pin, self.size
+        assert etag is not None and total is not None and self.first is not None
+        first = self.first
+        # The member that answered first leads; then the others in routing order.
+        ranked = self.mux._rank(self.members, _ops.head_object(self.bucket, self.key), self.router)
+        usable = [first] + [ep for ep in ranked if ep is not first and ep.breaker.state != OPEN]
+        other_version: set[str] = set()
+        served: dict[str, int] = {}
+        starts = list(range(0, total, PART_SIZE))
+        name = f".{os.path.basename(self.path)}.s3kit-{uuid.uuid4().hex[:8]}"
+        tmp = os.path.join(self.dir, name)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        lock = threading.Lock()
+        reported = [0]
+
+        def fetch(index: int, start: int) -> None:
+            end = min(start + PART_SIZE, total) - 1
+            op = _range_get(self.bucket, self.key, start, end, etag)
+            tried: set[str] = set()
+            attempts: list[tuple[str, BaseException]] = []
+            while True:
+                with lock:
+                    candidates = [
+                        ep for ep in usable if ep.name not in tried and ep.name not in other_version
+                    ]
+                if not candidates:
+                    raise NoHealthyEndpoint("download_file", attempts) from (
+                        attempts[-1][1] if attempts else None
+                    )
+                ep = candidates[index % len(candidates)]  # spread the parts over the members
+                tried.add(ep.name)
+                try:
+                    resp = ep.run(op, retries=0, wait=True, deadline=self.deadline)
+                except PreconditionFailed as exc:  # another version: never stitched in
+                    with lock:
+                        other_version.add(ep.name)
+                    attempts.append((ep.name, exc))
+                    continue
+                except EndpointError as exc:
+                    attempts.append((ep.name, exc))
+                    ep.note_failover()
+                    continue
+                body = resp["Body"]
+                os.pwrite(fd, body, start)
+                with lock:
+                    served[ep.name] = served.get(ep.name, 0) + 1
+                    reported[0] += len(body)
+                if self.callback is not None:
+                    self.callback(len(body))
+                return
+
+        try:
+            workers = min(RANGED_WORKERS, len(starts))
+            with concurrent.futures.ThreadPoolExecutor(
+                workers, thread_name_prefix="s3kit-ranged"
+            ) as pool:
+                futures = [pool.submit(fetch, i, start) for i, start in enumerate(starts)]
+                errors = [e for f in futures if (e := f.exception()) is not None]
+            if errors:
+                raise errors[0]
+            encrypted = (
+                self.response.get("ServerSideEncryption") == "aws:kms"
+                or "SSECustomerAlgorithm" in self.response
+            )
+            if _SINGLE_PART.match(etag) and not encrypted:
+                digest = hashlib.md5()
+                for pos in range(0, total, HASH_CHUNK):
+                    digest.update(os.pread(fd, min(HASH_CHUNK, total - pos), pos))
+                if digest.hexdigest() != etag.strip('"'):
+                    raise ConnectionFailed(
+                        f"MD5 mismatch in a ranged download of {self.key} across "
+                        f"{', '.join(sorted(served))}",
+                        endpoint=first.name,
+                        operation="download_file",
+                    )
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.replace(tmp, self.path)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            if self.callback is not None and reported[0]:
+                self.callback(-reported[0])  # the bytes counted are given up
+            raise
+        return {
+            "Bucket": self.bucket,
+            "Key": self.key,
+            "Path": self.path,
+            "ContentLength": total,
+            "ETag": etag,
+            "Endpoint": first.name,
+            "Endpoints": [ep.name for ep in usable if ep.name in served],
+        }
+
+
+def _range_get(bucket: str, key: str, start: int, end: int, etag: str) -> _ops.Op:
+    """A ranged GET of one part, pinned to ``etag`` (``If-Match``, and the answer's ETag
+    compared: some servers ignore ``If-Match``)."""
+
+    def attempt(ep: Endpoint, timeout: float | None) -> dict[str, Any]:
+        resp = ep.transport.get_object(
+            ep.config.physical_bucket(bucket),
+            key,
+            f"bytes={start}-{end}",
+            {"IfMatch": etag},
+            timeout,
+        )
+        if resp.get("ETag") != etag:
+            raise PreconditionFailed(
+                code="PreconditionFailed",
+                status=412,
+                message=f"holds ETag {resp.get('ETag')}, not the pinned {etag}",
+                endpoint=ep.name,
+                operation="download_file",
+            )
+        if len(resp["Body"]) != end - start + 1:
+            raise ConnectionFailed(
+                f"short range from {ep.name}: {len(resp['Body'])} of {end - start + 1} bytes",
+                endpoint=ep.name,
+                operation="download_file",
+            )
+        return resp
+
+    return _ops.Op("download_file", attempt, _ops.READ, bucket, key)
+
+
+def replica_download(
+    mux: Multiplexer,
+    group: ReplicaGroup,
+    members: Sequence[Endpoint],
+    bucket: str,
+    key: str,
+    path: str,
+    deadline: float | None,
+    callback: Callable[[int], None] | None,
+    router: Router,
+) -> dict[str, Any]:
+    """``download_file`` from a replica set: hedged when the set hedges, as ranged parts
+    across members when the object is larger than ``PART_SIZE`` (see :class:`_ReplicaDownload`).
+    """
+    run = _ReplicaDownload(mux, group, members, bucket, key, path, deadline, callback, router)
+    hedge = group.hedge
+    if hedge is None or hedge.max_extra <= 0 or len(members) < 2:
+        op = run.single_op()
+        try:
+            return mux._failover(op, router, deadline, members=members)
+        except _Switch:
+            if not run.ranged:
+                raise
+        finally:
+            assert op.cleanup is not None
+            op.cleanup()
+        return run.ranged_download()
+    return _hedged_download(mux, group, members, run, router, deadline)
+
+
+def _hedged_download(
+    mux: Multiplexer,
+    group: ReplicaGroup,
+    members: Sequence[Endpoint],
+    run: _ReplicaDownload,
+    router: Router,
+    deadline: float | None,
+) -> dict[str, Any]:
+    probe = _ops.head_object(run.bucket, run.key)
+    order = list(mux._rank(members, probe, router))
+    group.deposit()
+    delay = group.delay()
+    pool = mux._hedge_pool()
+    attempts: list[tuple[str, BaseException]] = []
+    pending: dict[concurrent.futures.Future[dict[str, Any]], _Leg] = {}
+    missing: list[NotFound] = []
+    sent = 0
+    hedge_decided = False
+    started = time.monotonic()
+
+    def launch(is_hedge: bool) -> bool:
+        nonlocal started
+        while order:
+            if is_hedge:
+                ep = next((e for e in order if e.breaker.state != OPEN), None)
+                if ep is None or not group.try_spend(ep.name):
+                    return False
+                order.remove(ep)
+            else:
+                ep = order.pop(0)
+            leg = run.new_leg(ep, is_hedge)
+            pending[pool.submit(run.run_leg, leg)] = leg
+            started = time.monotonic()
+            return True
+        return False
+
+    try:
+        launch(False)
+        while pending and not run.ranged:
+            timeout: float | None = None
+            if not hedge_decided and len(pending) == 1 and order:
+                timeout = max(0.0, started + delay - time.monotonic())
+            done, _ = concurrent.futures.wait(
+                pending, timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            if not done:
+                hedge_decided = True  # one hedge per download at most
+                if not run.delivered.is_set():  # the first leg has not delivered a byte yet
+                    launch(True)
+                continue
+            for future in done:
+                leg = pending.pop(future)
+                try:
+                    result = future.result()
+                except _Switch:
+                    continue  # lost, another version, or the ranged parts take over
+                except (CircuitOpenError, EndpointSaturated) as exc:
+                    attempts.append((leg.ep.name, exc))
+                except EndpointError as exc:
+                    assert leg.dl is not None
+                    op = _ops.Op("download_file", leg.dl.attempt, _ops.READ, run.bucket, run.key)
+                    mux._note_leg_failure(op, leg.ep, exc, router, attempts)  # may raise
+                    sent += 1
+                    if isinstance(exc, NotFound):
+                        missing.append(exc)
+                else:
+                    if leg.is_hedge:
+                        group.note_win()
+                    return result
+            if not pending and not run.ranged:
+                launch(False)
+    except BaseException:
+        run.stop()
+        raise
+    if run.ranged:
+        return run.ranged_download()
+    if missing and len(missing) == sent:
+        raise missing[-1]
+    # Every member failed or was busy: the ordinary failover (it waits for a slot, and runs
+    # later rounds with backoff).
+    op = run.single_op()
+    run.pin = None
+    try:
+        if not sent:
+            return mux._failover(op, router, deadline, members=members)
+        if max(ep.config.retries for ep in members) > 0:
+            return mux._failover(
+                op, router, deadline, members=members, first_round=1, attempts=attempts
+            )
+    except _Switch:
+        if not run.ranged:
+            raise
+        return run.ranged_download()
+    finally:
+        assert op.cleanup is not None
+        op.cleanup()
+    raise NoHealthyEndpoint("download_file", attempts) from attempts[-1][1]
+
+
 # ------------------------------------------------------------------------ writes
 class _Quorum:
     """Acknowledgements of one replica-set write, shared by its legs and its caller."""
@@ -499,10 +941,14 @@ class _Repair:
         progress: Callable[[str, int, int], None] | None,
         on_action: Callable[[dict[str, Any]], None] | None,
         tmpdir: str,
+        unreachable: Iterable[str] = (),
     ) -> None:
         self.mux = mux
         self.group = group
-        self.members = mux._members(group)
+        # Members that did not answer the probe are left out: not asked, not copied to, and
+        # their ledger rows stay for the next run.
+        self.unreachable = frozenset(unreachable)
+        self.members = [ep for ep in mux._members(group) if ep.name not in self.unreachable]
         self.by_name = {ep.name: ep for ep in self.members}
         self.bucket = bucket
         self.prefix = prefix
@@ -602,12 +1048,14 @@ class _Repair:
     # ------------------------------------------------------- phase 1: the ledger
     def replay(self, entries: Sequence[LedgerEntry], done: list[int], total: int) -> None:
         by_key: dict[str, list[LedgerEntry]] = {}
+        owed: dict[str, set[str]] = {}  # every member owed something, reachable or not
         for entry in entries:
+            owed.setdefault(entry.key, set()).add(entry.endpoint)
             if entry.endpoint in self.by_name:
                 by_key.setdefault(entry.key, []).append(entry)
         for key, rows in by_key.items():
             try:
-                self._replay_key(key, rows)
+                self._replay_key(key, rows, owed[key])
             except EndpointError as exc:
                 # The sources could not be asked: every row of the key stays for next time.
                 self.totals["failed"] += len(rows)
@@ -616,7 +1064,7 @@ class _Repair:
             if self.progress is not None:
                 self.progress("ledger", done[0], total)
 
-    def _replay_key(self, key: str, rows: Sequence[LedgerEntry]) -> None:
+    def _replay_key(self, key: str, rows: Sequence[LedgerEntry], owed: set[str]) -> None:
         tombstones = [r for r in rows if r.op == DELETE]
         puts = [r for r in rows if r.op == PUT]
         for row in tombstones:
@@ -635,7 +1083,7 @@ class _Repair:
             self._report("delete", key, True, endpoint=ep.name)
         if not puts:
             return
-        lagging = {r.endpoint for r in puts} | {r.endpoint for r in tombstones}
+        lagging = owed
         good = [ep for ep in self.members if ep.name not in lagging]
         heads: dict[str, Mapping[str, Any] | None] = {}
         errors: list[EndpointError] = []
@@ -645,6 +1093,8 @@ class _Repair:
             except EndpointError as exc:
                 errors.append(exc)
         source = self._newest(heads)
+        if source is None and self.unreachable - lagging:
+            return  # only a member that cannot be reached now acknowledged it: next time
         if source is None:
             if errors:
                 raise errors[-1]  # a good member may hold it: decide next time
@@ -784,6 +1234,71 @@ def _later(a: Any, b: Any) -> bool:
         return False
 
 
+def _probe(ep: Endpoint, bucket: str) -> BaseException | None:
+    """One probe of a member for repair: a one-key listing of ``bucket``. None if it answered.
+
+    It takes the half-open probe when one is due (like ``check_health``); unlike a health
+    check it does not wait for an open breaker's interval: repair is an explicit request, and
+    a member that answers gets its breaker closed so the copies to it can run now.
+    """
+    breaker = ep.breaker
+    verdict = breaker.admit()
+    is_probe = verdict == PROBE
+    timeout = min(PROBE_TIMEOUT_S, ep.config.read_timeout)
+    error: BaseException | None = None
+    try:
+        ep.transport.list_objects(ep.config.physical_bucket(bucket), None, 1, None, timeout)
+        outcome = SUCCESS
+    except EndpointError as exc:
+        error, outcome = exc, classify(exc)
+    except Exception as exc:  # not an answer we understand: treat it as no answer
+        logger.warning("repair probe of %s failed unexpectedly: %r", ep.name, exc)
+        if is_probe:
+            breaker.release_probe()
+        return exc
+    down = outcome in (FAILURE, BAD_CREDENTIALS)
+    if verdict == REJECT:
+        if not down:
+            breaker.reset()  # it answers: close it now rather than after its interval
+    elif outcome == FAILURE:
+        breaker.on_failure(is_probe)
+    elif outcome == THROTTLE:
+        breaker.on_throttle(is_probe)
+    else:
+        breaker.on_success(is_probe)
+    return error if down else None
+
+
+def probe_members(
+    mux: Multiplexer, members: Sequence[Endpoint], bucket: str, wait_s: float = 0.0
+) -> dict[str, BaseException]:
+    """Probe every member in parallel; those that did not answer are probed again every
+    ``PROBE_PAUSE_S`` until ``wait_s`` has passed. Returns ``{name: last error}`` of the
+    members still down (an empty dict when all answered)."""
+    clock = mux._clock
+    end = clock.monotonic() + max(0.0, wait_s)
+    pending = list(members)
+    down: dict[str, BaseException] = {}
+    if not pending:
+        return down
+    with concurrent.futures.ThreadPoolExecutor(
+        max_workers=len(pending), thread_name_prefix="s3kit-repair-probe"
+    ) as pool:
+        while True:
+            errors = list(pool.map(lambda ep: _probe(ep, bucket), pending))
+            down = {ep.name: e for ep, e in zip(pending, errors, strict=True) if e is not None}
+            pending = [ep for ep in pending if ep.name in down]
+            if not pending or clock.monotonic() + PROBE_PAUSE_S > end:
+                return down
+            clock.sleep(PROBE_PAUSE_S)
+
+
+def _report_abort(run: _Repair, upload: Mapping[str, Any]) -> None:
+    run._report(
+        "abort", upload["Key"], True, endpoint=upload["Endpoint"], upload_id=upload["UploadId"]
+    )
+
+
 def repair(
     mux: Multiplexer,
     groups: Iterable[ReplicaGroup],
@@ -792,23 +1307,59 @@ def repair(
     dry_run: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
     on_action: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, int]:
-    """Replay the ledger, then compare the members' listings; see ``Multiplexer.repair``."""
-    totals = {"checked": 0, "copied": 0, "failed": 0, "from_ledger": 0}
+    wait_s: float = 0.0,
+) -> dict[str, Any]:
+    """Probe the members, replay the ledger, then compare the members' listings; see
+    ``Multiplexer.repair``."""
+    totals: dict[str, int] = {"checked": 0, "copied": 0, "failed": 0, "from_ledger": 0}
+    unreachable: list[str] = []
     tmpdir = tempfile.mkdtemp(prefix="s3kit-repair-")
     try:
         for group in groups:
-            run = _Repair(mux, group, bucket, prefix, dry_run, totals, progress, on_action, tmpdir)
+            down = probe_members(mux, mux._members(group), bucket, wait_s)
+            run = _Repair(
+                mux, group, bucket, prefix, dry_run, totals, progress, on_action, tmpdir, down
+            )
             entries = run.ledger.entries(group.name, bucket, prefix)
+            for name, error in down.items():
+                # One failure for the member, not one per object it is owed.
+                owed = sum(1 for e in entries if e.endpoint == name)
+                totals["failed"] += 1
+                unreachable.append(name)
+                logger.warning(
+                    "repair: %s (replica set %s) did not answer and was skipped; %d ledger "
+                    "rows stay owed to it: %s",
+                    name, group.name, owed, error,
+                )  # fmt: skip
+                run._report(
+                    "probe", "", False, endpoint=name, owed=owed,
+                    error=f"{type(error).__name__}: {error}",
+                )  # fmt: skip
+            # Multipart uploads that failed on a member (whose abort failed too): abort what
+            # they left, now that the member answers.
+            members = [ep for ep in mux._members(group) if ep.name not in down]
+            _aborted, abort_errors = _uploads.settle_failed(
+                run.ledger,
+                members,
+                bucket,
+                dry_run,
+                functools.partial(_report_abort, run),
+            )
+            for name, error in abort_errors.items():
+                totals["failed"] += 1
+                run._report(
+                    "abort", "", False, endpoint=name, error=f"{type(error).__name__}: {error}"
+                )
+            reachable = [e for e in entries if e.endpoint not in down]
             done = [0]
-            run.replay(entries, done, len(entries))
+            run.replay(entries, done, len(reachable))
             if dry_run:
                 skip = {e.key for e in entries}
             else:
                 skip = {e.key for e in run.ledger.entries(group.name, bucket, prefix)}
             # Keys still owed something are not compared: a tombstone not yet replayed must
             # not be undone by copying the key back from the member that missed the delete.
-            run.compare(skip, done, len(entries))
+            run.compare(skip, done, len(reachable))
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-    return totals
+    return {**totals, "unreachable": unreachable}

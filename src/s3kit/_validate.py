@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from typing import Any
@@ -12,13 +13,17 @@ __all__ = [
     "check_body",
     "check_bucket",
     "check_callback",
+    "check_delete_keys",
     "check_download_target",
     "check_expiration",
     "check_key",
     "check_max_keys",
     "check_optional_str",
+    "check_page_size",
+    "check_readable",
     "check_timeout",
     "check_upload_source",
+    "check_writable",
 ]
 
 MAX_KEY_BYTES = 1024
@@ -126,3 +131,54 @@ def check_optional_str(value: Any, argument: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise InvalidArgument(argument, f"must be a string or None, got {value!r}")
     return value
+
+
+MAX_PAGE = 1000  # ListObjectsV2 and DeleteObjects take at most 1000 keys a request
+
+
+def check_page_size(page_size: Any) -> int:
+    if isinstance(page_size, bool) or not isinstance(page_size, int):
+        raise InvalidArgument("page_size", f"must be an integer, got {page_size!r}")
+    if not 1 <= page_size <= MAX_PAGE:
+        raise InvalidArgument("page_size", f"must be between 1 and {MAX_PAGE}, got {page_size}")
+    return page_size
+
+
+def check_readable(fileobj: Any) -> Any:
+    """A binary file object to upload from (read from its current position)."""
+    if not callable(getattr(fileobj, "read", None)) or isinstance(
+        fileobj, (str, bytes, io.TextIOBase)
+    ):
+        raise InvalidArgument(
+            "fileobj", f"must be a readable binary file object, got {type(fileobj).__name__}"
+        )
+    return fileobj
+
+
+def check_writable(fileobj: Any) -> Any:
+    """A binary file object to download into (written from its current position)."""
+    if not callable(getattr(fileobj, "write", None)) or isinstance(fileobj, io.TextIOBase):
+        raise InvalidArgument(
+            "fileobj", f"must be a writable binary file object, got {type(fileobj).__name__}"
+        )
+    return fileobj
+
+
+def check_delete_keys(keys: Any) -> list[dict[str, str]]:
+    """Keys for DeleteObjects: strs, or ``{"Key": ..., "VersionId": ...}`` mappings."""
+    if isinstance(keys, (str, bytes)) or not hasattr(keys, "__iter__"):
+        raise InvalidArgument("keys", f"must be an iterable of keys, got {type(keys).__name__}")
+    objects: list[dict[str, str]] = []
+    for item in keys:
+        if isinstance(item, str):
+            objects.append({"Key": check_key(item, "keys")})
+        elif isinstance(item, dict) and set(item) <= {"Key", "VersionId"} and "Key" in item:
+            entry = {"Key": check_key(item["Key"], "keys")}
+            if item.get("VersionId") is not None:
+                entry["VersionId"] = str(item["VersionId"])
+            objects.append(entry)
+        else:
+            raise InvalidArgument(
+                "keys", f"each must be a key or {{'Key', 'VersionId'}}, got {item!r}"
+            )
+    return objects

@@ -17,6 +17,7 @@ def test_bench_reports_every_variant_and_ratios() -> None:
         [
             sys.executable, "-m", "s3kit", "bench",
             "--scenario", "small", "--scenario", "large", "--scenario", "failover",
+            "--scenario", "async",
             "--size-mb", "9", "--ops", "8", "--reps", "1", "--json",
         ],
         capture_output=True,
@@ -41,3 +42,8 @@ def test_bench_reports_every_variant_and_ratios() -> None:
     ratios = {(r["scenario"], r["variant"]) for r in report["ratios"]}
     assert ("small head", "s3kit (obstore) / obstore raw") in ratios
     assert ("small get", "s3kit (boto3) / boto3 shared client") in ratios
+    for variant in ("s3kit async (obstore)", "obstore raw async", "s3kit (obstore)"):
+        assert ("async small get", variant) in variants
+    assert ("async small get", "s3kit async (obstore) / s3kit (obstore)") in ratios
+    assert ("large down 9 MiB", "s3kit (obstore)") in variants
+    assert ("large up 9 MiB", "s3kit (obstore) / obstore raw") in ratios

@@ -256,6 +256,39 @@ def test_replicate_to_every_endpoint(run: Run, tmp_path: Path, servers: S3Server
     )
 
 
+def test_replicate_a_prefix_with_workers(run: Run, tmp_path: Path, servers: S3ServerPool) -> None:
+    prefix = unique()
+    primary = servers[0].client()
+    for key in ("a", "b/c", "b/d"):
+        primary.put_object(Bucket=BUCKET, Key=f"{prefix}/{key}", Body=key.encode())
+    state = str(tmp_path / "state.sqlite")
+    out = json.loads(
+        run(
+            "replicate",
+            f"primary:{BUCKET}/{prefix}",
+            "--workers",
+            "2",
+            "--shard-size",
+            "1",
+            "--state",
+            state,
+            "--json",
+        ).stdout
+    )
+    assert out["copied"] == 3 and out["failed"] == 0 and out["listed"] == 3
+    assert keys_on(servers[1], prefix + "/") == keys_on(servers[0], prefix + "/")
+    text = run("replicate", f"primary:{BUCKET}/{prefix}", "--to", "backup", "--state", "s3")
+    assert "copied 0" in text.stdout and "skipped 3" in text.stdout
+    assert keys_on(servers[1], prefix + "/") == keys_on(servers[0], prefix + "/")  # state gone
+    (tmp_path / "f.bin").write_bytes(b"x")
+    assert "--workers" in one_line_error(
+        run("replicate", "f.bin", f"s3://{BUCKET}/k", "--workers", "2", rc=2)
+    )
+    assert "--min-success" in one_line_error(
+        run("replicate", f"primary:{BUCKET}/{prefix}", "--min-success", "1", rc=2)
+    )
+
+
 def test_rm(run: Run, tmp_path: Path, servers: S3ServerPool) -> None:
     prefix = unique()
     (tmp_path / "x.txt").write_bytes(b"x")

@@ -263,19 +263,77 @@ def test_quorum_writes_with_a_replica_down_then_repair(
         result = mux.repair(BUCKET, "quorum/")
         elapsed = time.monotonic() - t0
         print(f"\nrepair after an outage: {result} in {elapsed:.2f} s")
-        assert result == {"checked": 41, "copied": 41, "failed": 0, "from_ledger": 41}
+        assert result == {
+            "checked": 41,
+            "copied": 41,
+            "failed": 0,
+            "from_ledger": 41,
+            "unreachable": [],
+        }
         assert mux.pending() == []
         assert mux.repair(BUCKET, "quorum/") == {
             "checked": 41,
             "copied": 0,
             "failed": 0,
             "from_ledger": 0,
+            "unreachable": [],
         }
     for key in keys:
         copies = on_every_server(pool, key)
         assert copies[0] is not None and copies[0] == copies[1] == copies[2], key
     assert on_every_server(pool, "quorum/big.bin")[2] == big.read_bytes()
     assert Ledger(ledger_path).entries() == []
+
+
+SLOW_BREAKER = {**FAST, "breaker_open_s": 30.0, "breaker_max_open_s": 60.0}
+
+
+@pytest.mark.timeout(120)
+def test_repair_skips_a_member_still_down_then_repairs_it_while_its_breaker_is_open(
+    fresh_pool: Callable[[], S3ServerPool], tmp_path: Path
+) -> None:
+    """While r2 is down, repair skips it: one failure naming it, not one per key, and its
+    ledger rows stay. Once r2 is back, its breaker stays open for 30 s more: repair probes it,
+    the answer closes the breaker, and everything is copied now."""
+    pool = fresh_pool()
+    with Multiplexer(
+        endpoints_for(pool.urls),
+        replicas=NAMES,
+        ledger_path=str(tmp_path / "ledger.sqlite"),
+        **SLOW_BREAKER,
+    ) as mux:
+        pool[2].kill()
+        keys = [f"open/{i:02d}" for i in range(8)]
+        for key in keys:
+            assert mux.put_object(BUCKET, key, key.encode() * 100)["Pending"] == ["r2"]
+        assert mux.wait_for_writes(timeout=30)
+        assert mux.stats()["r2"].state == "open"
+
+        actions: list[dict[str, Any]] = []
+        result = mux.repair(BUCKET, "open/", on_action=actions.append)
+        print(f"\nrepair with r2 down: {result}")
+        assert result["unreachable"] == ["r2"] and result["failed"] == 1
+        assert result["copied"] == 0 and result["from_ledger"] == 0
+        (probe,) = [a for a in actions if not a["ok"]]
+        assert (probe["action"], probe["endpoint"], probe["owed"]) == ("probe", "r2", 8)
+        assert "ConnectionFailed" in probe["error"] or "Timeout" in probe["error"]
+        assert len(mux.pending(BUCKET)) == 8
+
+        pool[2].restart()
+        assert mux.stats()["r2"].state == "open"  # for 30 s more
+        result = mux.repair(BUCKET, "open/")
+        print(f"repair with r2 back, its breaker still open: {result}")
+        assert result == {
+            "checked": 8,
+            "copied": 8,
+            "failed": 0,
+            "from_ledger": 8,
+            "unreachable": [],
+        }
+        assert mux.stats()["r2"].state == "closed"
+        assert mux.pending() == []
+    for key in keys:
+        assert on_every_server(pool, key) == [key.encode() * 100] * 3, key
 
 
 CRASHING_WRITER = textwrap.dedent(
@@ -370,7 +428,13 @@ def test_a_delete_while_a_replica_is_down_is_not_resurrected(
         assert on_every_server(pool, "tomb/gone")[2] == b"short-lived"  # dry run: unchanged
         result = mux.repair(BUCKET, "tomb/")
         print(f"\nrepair with a tombstone: {result}")
-        assert result == {"checked": 1, "copied": 0, "failed": 0, "from_ledger": 1}
+        assert result == {
+            "checked": 1,
+            "copied": 0,
+            "failed": 0,
+            "from_ledger": 1,
+            "unreachable": [],
+        }
         assert mux.pending() == []
     assert on_every_server(pool, "tomb/gone") == [None, None, None]
     assert on_every_server(pool, "tomb/kept") == [b"kept"] * 3
@@ -391,15 +455,16 @@ def test_a_download_never_mixes_two_replicas_versions(
 ) -> None:
     """r1 holds another version (overwritten behind s3kit's back, same size). A download cut
     mid-way on r0 continues on r1: the result is one whole version, never r0's head and r1's
-    tail (nanio ignores If-Match, so the ETag is compared before resuming)."""
+    tail (nanio ignores If-Match, so the ETag is compared before resuming). 7 MiB: below the
+    part size, so one stream (larger objects: the ranged tests below)."""
     pool, proxies = proxied
     key = f"mixed/{uuid.uuid4().hex}"
-    v1, v2 = os.urandom(9 * MiB), os.urandom(9 * MiB)
+    v1, v2 = os.urandom(7 * MiB), os.urandom(7 * MiB)
     _multipart_put(client(pool[0]), key, v1)
     _multipart_put(client(pool[1]), key, v2)
     out = tmp_path / "out.bin"
     with proxied_mux(proxies, tmp_path, strategy="priority") as mux:
-        proxies[0].set_mode("truncate", after_bytes=4 * MiB, count=1)
+        proxies[0].set_mode("truncate", after_bytes=3 * MiB, count=1)
         try:
             result = mux.download_file(BUCKET, key, str(out))
         finally:
@@ -412,7 +477,7 @@ def test_a_download_never_mixes_two_replicas_versions(
     # Same version on r1: the download resumes there, pinned with Range and If-Match.
     _multipart_put(client(pool[1]), key, v1)
     with proxied_mux(proxies, tmp_path, strategy="priority") as mux:
-        proxies[0].set_mode("truncate", after_bytes=4 * MiB, count=1)
+        proxies[0].set_mode("truncate", after_bytes=3 * MiB, count=1)
         try:
             mux.download_file(BUCKET, key, str(out))
         finally:
@@ -425,6 +490,216 @@ def test_a_download_never_mixes_two_replicas_versions(
     ]
     assert gets and gets[-1].get("range", "").startswith("bytes=")
     assert "if-match" in gets[-1]
+
+
+def ranged_gets(proxy: FaultProxy, key: str) -> list[dict[str, str]]:
+    return [
+        r["headers"]
+        for r in proxy.stats["recent_requests"]
+        if r["method"] == "GET" and key in r["target"] and "range" in r["headers"]
+    ]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "condition not met in time"
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(120)
+def test_a_hedged_download_races_a_slow_replica(
+    proxied: tuple[S3ServerPool, list[FaultProxy]], tmp_path: Path
+) -> None:
+    """r0 holds its answer for 1.5 s: after the hedge delay the download starts on r1 too, r1's
+    complete copy wins, and r0's leg stops at its first chunk and removes its file."""
+    pool, proxies = proxied
+    key = f"hedge-dl/{uuid.uuid4().hex}"
+    body = os.urandom(2 * MiB)
+    for server in pool:
+        client(server).put_object(Bucket=BUCKET, Key=key, Body=body)
+    target = tmp_path / "dl"
+    target.mkdir()
+    out = target / "out.bin"
+    counted: list[int] = []
+    hedge = {"delay_s": 0.05, "max_extra": 1.0}
+    with proxied_mux(proxies, tmp_path, strategy="priority", hedge=hedge) as mux:
+        proxies[0].set_mode("latency", delay_s=1.5, count=1)
+        try:
+            result = mux.download_file(BUCKET, key, str(out), callback=counted.append)
+        finally:
+            proxies[0].set_mode("pass")
+        assert result["Endpoint"] == "r1" and result["Path"] == str(out)
+        assert out.read_bytes() == body and sum(counted) == len(body)
+        stats = mux.hedge_stats()["replicas"]
+        assert (stats["hedges"], stats["hedge_wins"], stats["by_endpoint"]) == (1, 1, {"r1": 1})
+        # the loser answers after 1.5 s, gives up at its first chunk and removes its file
+        wait_until(lambda: os.listdir(target) == ["out.bin"])
+        assert proxies[0].stats["faults_injected"]["latency"] == 1
+    assert sum(counted) == len(body)  # the loser's bytes were never counted
+
+
+@pytest.mark.timeout(120)
+def test_a_large_download_is_spread_over_the_replicas(
+    proxied: tuple[S3ServerPool, list[FaultProxy]], tmp_path: Path
+) -> None:
+    """20 MiB: three ranged parts, one per replica, each pinned with If-Match; a part whose
+    connection is reset on r1 is fetched again from another replica."""
+    pool, proxies = proxied
+    key = f"ranged/{uuid.uuid4().hex}"
+    data = os.urandom(20 * MiB + 123)
+    for server in pool:
+        client(server).put_object(Bucket=BUCKET, Key=key, Body=data)
+    etag = client(pool[0]).head_object(Bucket=BUCKET, Key=key)["ETag"]
+    out = tmp_path / "big.bin"
+    counted: list[int] = []
+    with proxied_mux(proxies, tmp_path, strategy="priority") as mux:
+        result = mux.download_file(BUCKET, key, str(out), callback=counted.append)
+        assert out.read_bytes() == data and sum(counted) == len(data)
+        assert result["ETag"] == etag and result["ContentLength"] == len(data)
+        assert sorted(result["Endpoints"]) == ["r0", "r1", "r2"]
+        for proxy in proxies:
+            (headers,) = ranged_gets(proxy, key)
+            assert headers["if-match"] == etag
+
+        out.unlink()
+        proxies[1].set_mode("reset", after_bytes=1000, count=1)
+        try:
+            result = mux.download_file(BUCKET, key, str(out))
+        finally:
+            proxies[1].set_mode("pass")
+        assert proxies[1].stats["faults_injected"]["reset"] == 1
+        assert out.read_bytes() == data
+        assert "r1" not in result["Endpoints"]
+    assert os.listdir(tmp_path) == ["big.bin"]  # no temp file left behind
+
+
+@pytest.mark.timeout(120)
+def test_a_replica_holding_an_older_version_is_never_stitched_in(
+    proxied: tuple[S3ServerPool, list[FaultProxy]], tmp_path: Path
+) -> None:
+    """r1 holds another version of the same size (multipart: the MD5 cannot catch a mix).
+    Its part answers with another ETag (nanio ignores If-Match): r1 is dropped for this
+    download and its part comes from a replica holding the pinned version."""
+    pool, proxies = proxied
+    key = f"ranged-mixed/{uuid.uuid4().hex}"
+    v1, v2 = os.urandom(9 * MiB), os.urandom(9 * MiB)
+    for server in (pool[0], pool[2]):
+        _multipart_put(client(server), key, v1)
+    _multipart_put(client(pool[1]), key, v2)
+    out = tmp_path / "out.bin"
+    with proxied_mux(proxies, tmp_path, strategy="priority") as mux:
+        result = mux.download_file(BUCKET, key, str(out))
+    assert out.read_bytes() == v1
+    assert result["Endpoint"] == "r0" and "r1" not in result["Endpoints"]
+    assert ranged_gets(proxies[1], key), "r1 was asked for a part"
+
+
+# ------------------------------------------------------------------ multipart uploads
+@pytest.mark.timeout(180)
+@pytest.mark.boto3_only("obstore reports upload progress only at the end: r0 cannot be cut mid-way")
+def test_an_upload_cut_mid_multipart_fails_over_and_its_parts_are_aborted_later(
+    proxied: tuple[S3ServerPool, list[FaultProxy]], tmp_path: Path
+) -> None:
+    """r0 stops answering once the first part is on its way: the multipart upload fails
+    there (its abort too), the whole object is uploaded to r1, and the upload r0 still holds
+    is aborted once r0 answers again (recorded in the ledger, so whatever its age)."""
+    pool, proxies = proxied
+    key = f"mpu/{uuid.uuid4().hex}"
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(20 * MiB))
+    urls = [p.url for p in proxies]
+    cut: list[int] = []
+
+    def cut_r0(n: int) -> None:
+        if not cut:
+            cut.append(n)
+            proxies[0].set_mode("refuse")
+
+    with Multiplexer(
+        endpoints_for(urls),
+        strategy="priority",
+        ledger_path=str(tmp_path / "ledger.sqlite"),
+        **FAST,
+    ) as mux:
+        try:
+            result = mux.upload_file(str(big), BUCKET, key, callback=cut_r0)
+        finally:
+            proxies[0].set_mode("pass")
+        assert result["Endpoint"] == "r1"
+        assert client(pool[1]).get_object(Bucket=BUCKET, Key=key)["Body"].read() == (
+            big.read_bytes()
+        )
+        (row,) = [r for r in mux._ledger().failed_uploads(BUCKET) if r.key == key]
+        assert row.endpoint == "r0"
+        orphans = [u for u in mux.list_multipart_uploads(BUCKET, key)["Uploads"]]
+        assert [u["Endpoint"] for u in orphans] == ["r0"], orphans
+        mux.endpoint("r0").breaker.reset()
+
+        plan = mux.abort_stale_uploads(BUCKET, key, dry_run=True)
+        assert [u["UploadId"] for u in plan["Aborted"]] == [orphans[0]["UploadId"]]
+        assert mux.list_multipart_uploads(BUCKET, key)["Uploads"] == orphans  # unchanged
+        done = mux.abort_stale_uploads(BUCKET, key)  # younger than a day: from the ledger
+        assert [u["UploadId"] for u in done["Aborted"]] == [orphans[0]["UploadId"]]
+        assert done["Failed"] == {}
+        assert mux.list_multipart_uploads(BUCKET, key)["Uploads"] == []
+        assert [r for r in mux._ledger().failed_uploads(BUCKET) if r.key == key] == []
+
+
+@pytest.mark.timeout(120)
+def test_s3kit_cleanup_command(
+    proxied: tuple[S3ServerPool, list[FaultProxy]], tmp_path: Path
+) -> None:
+    pool, _ = proxied
+    prefix = f"cleanup-{uuid.uuid4().hex}/"
+    old = client(pool[0]).create_multipart_upload(Bucket=BUCKET, Key=f"{prefix}old")
+    fresh = client(pool[1]).create_multipart_upload(Bucket=BUCKET, Key=f"{prefix}new")
+    config = tmp_path / "s3kit.toml"
+    lines = [
+        "[defaults]",
+        f'access_key = "{ACCESS_KEY}"',
+        f'secret_key = "{SECRET_KEY}"',
+        "connect_timeout = 1",
+        "[multiplexer]",
+        f'ledger_path = "{tmp_path / "ledger.sqlite"}"',
+    ]
+    for name, url in zip(NAMES, pool.urls, strict=True):
+        lines += [f"[endpoints.{name}]", f'url = "{url}"']
+    config.write_text("\n".join(lines) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "S3KIT_CONFIG"}
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "s3kit", "--config", str(config), "cleanup", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+
+    listed = run(f"s3://{BUCKET}/{prefix}", "--older-than", "0s", "--dry-run", "--json")
+    assert listed.returncode == 0, listed.stderr
+    plan = json.loads(listed.stdout)
+    assert plan["DryRun"] and plan["Failed"] == {}
+    assert {(u["Endpoint"], u["Key"]) for u in plan["Aborted"]} == {
+        ("r0", f"{prefix}old"),
+        ("r1", f"{prefix}new"),
+    }
+    one = run(f"r0:{BUCKET}/{prefix}", "--older-than", "0")
+    assert one.returncode == 0, one.stderr
+    assert f"aborted: r0:{BUCKET}/{prefix}old upload {old['UploadId']}" in one.stdout
+    assert "aborted 1 multipart upload(s)" in one.stdout
+    uploads = {
+        u["UploadId"]
+        for server in pool
+        for u in client(server).list_multipart_uploads(Bucket=BUCKET).get("Uploads") or []
+        if u["Key"].startswith(prefix)
+    }
+    assert uploads == {fresh["UploadId"]}
+    client(pool[1]).abort_multipart_upload(
+        Bucket=BUCKET, Key=f"{prefix}new", UploadId=fresh["UploadId"]
+    )
 
 
 # ------------------------------------------------------------------------------ CLI

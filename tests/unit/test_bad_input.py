@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import io
 import logging
 import math
 import os
@@ -138,8 +139,16 @@ class Harness:
             "list_objects": {"prefix": None, "max_keys": None},
             "create_presigned_url": {"expiration": 60},
         }
+        extra.update(
+            iter_objects={"prefix": None},
+            delete_objects={"keys": ["key"]},
+            upload_fileobj={"fileobj": io.BytesIO(b"body")},
+            download_fileobj={"fileobj": io.BytesIO()},
+        )
         args = {**base, **extra.get(verb, {})}
-        if verb in ("list_objects", "create_bucket", "delete_bucket"):
+        if verb in ("list_objects", "create_bucket", "delete_bucket", "iter_objects"):
+            del args["key"]
+        if verb == "delete_objects":
             del args["key"]
         if verb == "list_buckets":
             args = {"timeout": None}

@@ -12,6 +12,7 @@ import datetime
 import hashlib
 import io
 import itertools
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -85,6 +86,7 @@ class FakeS3:
         self.multipart = False
         self.honour_if_match = True
         self.cut_download_after: int | None = None  # bytes, once
+        self.uploads: list[dict[str, Any]] = []  # multipart uploads in progress
         self.calls: list[tuple[str, Any]] = []
         self._lock = threading.Lock()
 
@@ -128,9 +130,16 @@ class FakeS3:
     def get_object(
         self, bucket: str, key: str, range: Any, extra: Any, timeout: Any
     ) -> dict[str, Any]:
-        self._enter("get_object", key)
+        self._enter("get_object", (key, range))
         obj = self._obj(bucket, key, "get_object")
-        return {**self._head(obj), "Body": obj.data}
+        if_match = (extra or {}).get("IfMatch")
+        if if_match and self.honour_if_match and if_match != obj.etag:
+            raise PreconditionFailed(code="PreconditionFailed", status=412, operation="get_object")
+        data = obj.data
+        if range is not None:
+            first, last = range.removeprefix("bytes=").split("-")
+            data = data[int(first) : int(last) + 1]
+        return {**self._head(obj), "ContentLength": len(data), "Body": data}
 
     def put_object(
         self, bucket: str, key: str, body: Any, extra: Any, timeout: Any
@@ -208,6 +217,19 @@ class FakeS3:
 
     def presign(self, bucket: str, key: str, expiration: int, method: str) -> str:
         return f"http://{self.endpoint}.invalid/{bucket}/{key}"
+
+    def client(self) -> FakeS3:
+        """The boto3-client escape hatch: only the multipart-upload calls are faked."""
+        return self
+
+    def list_multipart_uploads(self, Bucket: str, **params: Any) -> dict[str, Any]:
+        self._enter("list_multipart_uploads", Bucket)
+        return {"Uploads": [dict(u) for u in self.uploads], "IsTruncated": False}
+
+    def abort_multipart_upload(self, Bucket: str, Key: str, UploadId: str) -> dict[str, Any]:
+        self._enter("abort_multipart_upload", UploadId)
+        self.uploads = [u for u in self.uploads if u["UploadId"] != UploadId]
+        return {}
 
     def list_buckets(self, timeout: Any) -> dict[str, Any]:
         return {"Buckets": []}
@@ -620,6 +642,119 @@ def test_a_download_resumes_on_a_member_holding_the_same_version(rig: Any, tmp_p
     assert (offset, etag) == (500, obj.etag)  # resumed where a stopped, pinned to its ETag
 
 
+# ------------------------------------------------------- hedged and ranged downloads
+def test_a_slow_download_is_hedged_and_the_loser_leaves_no_file(rig: Any, tmp_path: Path) -> None:
+    mux, fakes = rig(strategy="priority", hedge={"delay_s": 0.02, "max_extra": 1.0})
+    obj = Obj(b"hedged" * 100)
+    for fake in fakes.values():
+        fake.objects[BUCKET, "k"] = obj
+    fakes["a"].delay["download_into"] = 0.5
+    target = tmp_path / "dl"
+    target.mkdir()
+    counted: list[int] = []
+    result = mux.download_file(BUCKET, "k", str(target / "out"), callback=counted.append)
+    assert result["Endpoint"] == "b" and (target / "out").read_bytes() == obj.data
+    assert sum(counted) == len(obj.data)
+    stats = mux.hedge_stats()["replicas"]
+    assert (stats["hedges"], stats["hedge_wins"]) == (1, 1)
+    wait_until(lambda: fakes["a"].count("download_into") == 1 and os.listdir(target) == ["out"])
+    assert sum(counted) == len(obj.data)  # a's leg ended without counting a byte
+
+
+def test_a_fast_download_sends_no_hedge(rig: Any, tmp_path: Path) -> None:
+    mux, fakes = rig(strategy="priority", hedge={"delay_s": 0.5, "max_extra": 1.0})
+    for fake in fakes.values():
+        fake.objects[BUCKET, "k"] = Obj(b"v" * 10)
+    assert mux.download_file(BUCKET, "k", str(tmp_path / "out"))["Endpoint"] == "a"
+    assert mux.hedge_stats()["replicas"]["hedges"] == 0
+    assert fakes["b"].count("download_into") == 0
+
+
+def test_a_hedged_download_takes_the_next_member_when_one_fails(rig: Any, tmp_path: Path) -> None:
+    mux, fakes = rig(strategy="priority", hedge={"delay_s": 0.5, "max_extra": 0.1})
+    for fake in fakes.values():
+        fake.objects[BUCKET, "k"] = Obj(b"v" * 10)
+    fakes["a"].fail = refused
+    assert mux.download_file(BUCKET, "k", str(tmp_path / "out"))["Endpoint"] == "b"
+    fakes["b"].objects.clear()
+    fakes["c"].objects.clear()
+    with pytest.raises(NotFound):  # a failed, then b answered 404: an answer, raised
+        mux.download_file(BUCKET, "k", str(tmp_path / "out2"))
+    assert not (tmp_path / "out2").exists()
+
+
+@pytest.fixture
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> int:
+    from s3kit import _replica
+
+    monkeypatch.setattr(_replica, "PART_SIZE", 1000)
+    return 1000
+
+
+def ranges(fake: FakeS3) -> list[str]:
+    return [c[1][1] for c in fake.calls if c[0] == "get_object" and c[1][1] is not None]
+
+
+def test_a_large_download_comes_in_ranged_parts_from_every_member(
+    rig: Any, tmp_path: Path, small_parts: int
+) -> None:
+    mux, fakes = rig(strategy="priority")
+    obj = Obj(bytes(range(256)) * 20)  # 5120 bytes: six parts of 1000
+    for fake in fakes.values():
+        fake.objects[BUCKET, "k"] = obj
+    counted: list[int] = []
+    out = tmp_path / "out"
+    result = mux.download_file(BUCKET, "k", str(out), callback=counted.append)
+    assert out.read_bytes() == obj.data and sum(counted) == len(obj.data)
+    assert result["Endpoints"] == ["a", "b", "c"] and result["ETag"] == obj.etag
+    assert all(len(ranges(f)) == 2 for f in fakes.values())
+    assert sorted(r for f in fakes.values() for r in ranges(f)) == sorted(
+        f"bytes={i}-{min(i + 1000, 5120) - 1}" for i in range(0, 5120, 1000)
+    )
+    assert os.listdir(tmp_path) == ["out"]
+
+
+def test_a_failed_range_is_fetched_from_another_member(
+    rig: Any, tmp_path: Path, small_parts: int
+) -> None:
+    mux, fakes = rig(strategy="priority")
+    obj = Obj(b"x" * 2500)
+    for fake in fakes.values():
+        fake.objects[BUCKET, "k"] = obj
+    fakes["b"].fail = lambda m: refused(m) if m == "get_object" else None
+    result = mux.download_file(BUCKET, "k", str(tmp_path / "out"))
+    assert (tmp_path / "out").read_bytes() == obj.data
+    assert "b" not in result["Endpoints"] and fakes["b"].count("get_object") >= 1
+
+
+@pytest.mark.parametrize("honour_if_match", [True, False])
+def test_a_member_with_another_version_is_never_stitched_in(
+    rig: Any, tmp_path: Path, small_parts: int, honour_if_match: bool
+) -> None:
+    mux, fakes = rig(strategy="priority")
+    v1, v2 = Obj(b"1" * 3000, multipart=True), Obj(b"2" * 3000, multipart=True)
+    fakes["a"].objects[BUCKET, "k"] = v1
+    fakes["b"].objects[BUCKET, "k"] = v2
+    fakes["c"].objects[BUCKET, "k"] = v1
+    fakes["b"].honour_if_match = honour_if_match
+    result = mux.download_file(BUCKET, "k", str(tmp_path / "out"))
+    assert (tmp_path / "out").read_bytes() == v1.data
+    assert result["ETag"] == v1.etag and "b" not in result["Endpoints"]
+    assert ranges(fakes["b"])  # b was asked, and its bytes were not used
+
+
+def test_a_ranged_download_that_cannot_finish_leaves_nothing(
+    rig: Any, tmp_path: Path, small_parts: int
+) -> None:
+    mux, fakes = rig(strategy="priority")
+    fakes["a"].objects[BUCKET, "k"] = Obj(b"x" * 2500)
+    fakes["a"].fail = lambda m: refused(m) if m == "get_object" else None
+    counted: list[int] = []
+    with pytest.raises(NoHealthyEndpoint):  # a's ranges fail, b and c lack the key
+        mux.download_file(BUCKET, "k", str(tmp_path / "out"), callback=counted.append)
+    assert os.listdir(tmp_path) == [] and sum(counted) == 0
+
+
 # -------------------------------------------------------------------------- repair
 def listing(fake: FakeS3) -> dict[str, bytes]:
     return {k: o.data for (b, k), o in fake.objects.items() if b == BUCKET}
@@ -637,19 +772,25 @@ def test_repair_replays_the_ledger_and_is_idempotent(rig: Any) -> None:
     mux.endpoint("c").breaker.reset()
     actions: list[dict[str, Any]] = []
     dry = mux.repair(BUCKET, dry_run=True, on_action=actions.append)
-    assert dry == {"checked": 5, "copied": 5, "failed": 0, "from_ledger": 5}
+    assert dry == {"checked": 5, "copied": 5, "failed": 0, "from_ledger": 5, "unreachable": []}
     assert listing(fakes["c"]) == {} and len(mux.pending()) == 5  # nothing changed
     assert {a["action"] for a in actions} == {"copy"} and all(a["dry_run"] for a in actions)
     progress: list[tuple[str, int, int]] = []
     result = mux.repair(BUCKET, progress=lambda *a: progress.append(a))
-    assert result == {"checked": 5, "copied": 5, "failed": 0, "from_ledger": 5}
+    assert result == {"checked": 5, "copied": 5, "failed": 0, "from_ledger": 5, "unreachable": []}
     assert listing(fakes["c"]) == listing(fakes["a"]) == listing(fakes["b"])
     assert (
         fakes["c"].objects[BUCKET, "k0"].meta[SOURCE_ETAG] == fakes["a"].objects[BUCKET, "k0"].etag
     )
     assert mux.pending() == []
     assert progress[-1][1] == progress[-1][2]
-    assert mux.repair(BUCKET) == {"checked": 5, "copied": 0, "failed": 0, "from_ledger": 0}
+    assert mux.repair(BUCKET) == {
+        "checked": 5,
+        "copied": 0,
+        "failed": 0,
+        "from_ledger": 0,
+        "unreachable": [],
+    }
 
 
 def test_repair_never_resurrects_a_deleted_key(rig: Any) -> None:
@@ -688,7 +829,7 @@ def test_repair_compares_listings_newest_wins(rig: Any) -> None:
     fakes["b"].objects[BUCKET, "changed"] = Obj(b"old!")
     fakes["c"].objects[BUCKET, "changed"] = Obj(b"new!")  # same size, newer
     result = mux.repair(BUCKET)
-    assert result == {"checked": 3, "copied": 4, "failed": 0, "from_ledger": 0}
+    assert result == {"checked": 3, "copied": 4, "failed": 0, "from_ledger": 0, "unreachable": []}
     for fake in fakes.values():
         assert listing(fake) == {"only-a": b"a", "same": b"same", "changed": b"new!"}
     assert mux.repair(BUCKET)["copied"] == 0
@@ -705,6 +846,41 @@ def test_multipart_copies_converge_through_the_source_etag(rig: Any) -> None:
     assert fakes["c"].objects[BUCKET, "big"].etag.endswith('-2"')
     again = mux.repair(BUCKET)
     assert again["copied"] == 0 and again["checked"] == 1
+
+
+def test_repair_probes_a_member_whose_breaker_is_open_and_repairs_it(rig: Any) -> None:
+    mux, fakes = rig()
+    fakes["c"].fail = refused
+    for i in range(3):
+        mux.put_object(BUCKET, f"k{i}", b"v")
+    mux.wait_for_writes()
+    mux.endpoint("c").breaker.force_open(300)  # a long outage: open for minutes more
+    result = mux.repair(BUCKET)
+    assert result["unreachable"] == ["c"] and result["failed"] == 1
+    assert fakes["c"].count("list_objects") == 1  # one probe, no per-key attempts
+    fakes["c"].fail = None
+    result = mux.repair(BUCKET)
+    assert result == {
+        "checked": 3,
+        "copied": 3,
+        "failed": 0,
+        "from_ledger": 3,
+        "unreachable": [],
+    }
+    assert mux.stats()["c"].state == "closed" and mux.pending() == []
+
+
+def test_repair_waits_for_a_member_up_to_wait_s(rig: Any) -> None:
+    mux, fakes = rig()
+    fakes["c"].fail = refused
+    mux.put_object(BUCKET, "k", b"v")
+    mux.wait_for_writes()
+    threading.Timer(0.4, lambda: setattr(fakes["c"], "fail", None)).start()
+    result = mux.repair(BUCKET, wait_s=30)
+    assert result["unreachable"] == [] and result["copied"] == 1
+    assert fakes["c"].count("list_objects") >= 2  # probed again until it answered
+    with pytest.raises(InvalidArgument, match="wait_s"):
+        mux.repair(BUCKET, wait_s=-1)
 
 
 def test_repair_of_an_unknown_set_is_a_config_error(rig: Any) -> None:
@@ -726,6 +902,76 @@ def test_a_write_after_repair_started_keeps_its_row(rig: Any) -> None:
     assert len(ledger.entries()) == 1
 
 
+# ----------------------------------------------------------------- multipart uploads
+def test_repair_aborts_what_a_failed_multipart_upload_left(rig: Any) -> None:
+    mux, fakes = rig()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    fakes["c"].uploads = [
+        {"Key": "big", "UploadId": "orphan", "Initiated": now},
+        {"Key": "big", "UploadId": "ancient", "Initiated": now - datetime.timedelta(hours=2)},
+        {"Key": "other", "UploadId": "someone-else", "Initiated": now},
+    ]
+    t = now.timestamp()
+    mux._ledger().record_upload("c", BUCKET, "big", t - 5, t + 1, refused("upload_file"))
+    actions: list[dict[str, Any]] = []
+    mux.repair(BUCKET, dry_run=True, on_action=actions.append)
+    assert [a["upload_id"] for a in actions if a["action"] == "abort"] == ["orphan"]
+    assert len(fakes["c"].uploads) == 3 and len(mux._ledger().failed_uploads()) == 1
+    actions.clear()
+    result = mux.repair(BUCKET, on_action=actions.append)
+    assert result["failed"] == 0
+    assert [(a["endpoint"], a["upload_id"]) for a in actions] == [("c", "orphan")]
+    assert [u["UploadId"] for u in fakes["c"].uploads] == ["ancient", "someone-else"]
+    assert mux._ledger().failed_uploads() == []
+
+    stale = mux.abort_stale_uploads(BUCKET, older_than_s=3600, dry_run=True)
+    assert [u["UploadId"] for u in stale["Aborted"]] == ["ancient"] and stale["DryRun"]
+    listed = mux.list_multipart_uploads(BUCKET, "oth", endpoint="replicas")
+    assert [(u["Endpoint"], u["UploadId"]) for u in listed["Uploads"]] == [("c", "someone-else")]
+    done = mux.abort_stale_uploads(BUCKET, older_than_s=3600, endpoint="c")
+    assert [u["UploadId"] for u in done["Aborted"]] == ["ancient"]
+    assert [u["UploadId"] for u in fakes["c"].uploads] == ["someone-else"]
+    with pytest.raises(InvalidArgument, match="older_than_s"):
+        mux.abort_stale_uploads(BUCKET, older_than_s=-1)
+
+
+def test_a_failed_large_upload_is_recorded_and_a_refused_one_is_not(
+    rig: Any, tmp_path: Path
+) -> None:
+    from s3kit import _uploads
+
+    mux, fakes = rig()
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * _uploads.MULTIPART_THRESHOLD)
+    fakes["c"].fail = refused
+    with pytest.raises(NoHealthyEndpoint):
+        mux.upload_file(str(big), BUCKET, "big", write_quorum="all")
+    mux.wait_for_writes()
+    (row,) = mux._ledger().failed_uploads()
+    assert (row.endpoint, row.key) == ("c", "big") and "ConnectionFailed" in (row.last_error or "")
+    fakes["c"].fail = lambda m: AccessDenied(code="AccessDenied", status=403, operation=m)
+    mux.endpoint("c").breaker.reset()
+    mux.upload_file(str(big), BUCKET, "big2")
+    mux.wait_for_writes()
+    assert [r.key for r in mux._ledger().failed_uploads()] == ["big"]
+
+
+def test_cleanup_ages() -> None:
+    from s3kit._cli import UsageError, _age
+
+    assert [_age(t) for t in ("90s", "30m", "24h", "7d", "1w", "0", "1.5h")] == [
+        90,
+        1800,
+        86400,
+        604800,
+        604800,
+        0,
+        5400,
+    ]
+    with pytest.raises(UsageError, match="--older-than"):
+        _age("soon")
+
+
 # -------------------------------------------------------------------------- asyncio
 def test_async_multiplexer_has_the_replica_verbs(tmp_path: Path) -> None:
     async def main() -> None:
@@ -741,6 +987,7 @@ def test_async_multiplexer_has_the_replica_verbs(tmp_path: Path) -> None:
                 "copied": 1,
                 "failed": 0,
                 "from_ledger": 0,
+                "unreachable": [],
             }
             assert amux.pending() == [] and "pair" in amux.hedge_stats()
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
 from .._config import EndpointConfig
 
-__all__ = ["DownloadState", "Transport", "make_transport"]
+__all__ = ["DownloadState", "Prefixed", "Transport", "make_transport", "read_upto"]
 
 
 @dataclass
@@ -66,6 +66,36 @@ class DownloadState:
         self.hashing = None
         self.response = {}
         self.parts = None
+
+
+def read_upto(fileobj: BinaryIO, size: int) -> bytearray:
+    """Read up to ``size`` bytes (fewer only at the end of the stream)."""
+    buf = bytearray()
+    while len(buf) < size:
+        chunk = fileobj.read(size - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+class Prefixed:
+    """A read-only stream: ``head`` (bytes already read from ``tail``), then the rest of it."""
+
+    def __init__(self, head: bytes | bytearray, tail: BinaryIO) -> None:
+        self._head = memoryview(head)
+        self._pos = 0
+        self._tail = tail
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = len(self._head) - self._pos
+        if left <= 0:
+            return self._tail.read(-1 if size is None else size)
+        whole = size is None or size < 0
+        n = left if whole else min(size or 0, left)
+        out = bytes(self._head[self._pos : self._pos + n])
+        self._pos += n
+        return out + self._tail.read() if whole else out
 
 
 class Transport(Protocol):
@@ -139,6 +169,40 @@ class Transport(Protocol):
     def list_buckets(self, timeout: float | None) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
+
+    # extras (contract §12): one listing page, one DeleteObjects batch, streams
+    def list_page(
+        self,
+        bucket: str,
+        prefix: str | None,
+        delimiter: str | None,
+        max_keys: int,
+        start_after: str | None,
+        token: str | None,
+        timeout: float | None,
+    ) -> dict[str, Any]: ...
+
+    def delete_objects(
+        self,
+        bucket: str,
+        objects: Sequence[Mapping[str, str]],
+        quiet: bool,
+        timeout: float | None,
+    ) -> dict[str, Any]: ...
+
+    def upload_fileobj(
+        self,
+        fileobj: BinaryIO,
+        bucket: str,
+        key: str,
+        extra: Mapping[str, Any] | None,
+        timeout: float | None,
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]: ...
+
+    def download_stream(
+        self, bucket: str, key: str, fileobj: BinaryIO, state: DownloadState, timeout: float | None
+    ) -> None: ...
 
 
 def make_transport(config: EndpointConfig) -> Transport:

@@ -25,8 +25,8 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, BinaryIO
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import boto3
 import botocore.config
@@ -44,10 +44,11 @@ from .._errors import (
     ConnectTimeout,
     EndpointError,
     InvalidArgument,
+    PreconditionFailed,
     ReadTimeout,
     ServiceError,
 )
-from . import DownloadState
+from . import DownloadState, Prefixed, read_upto
 from ._codes import service_error
 
 if TYPE_CHECKING:
@@ -538,6 +539,10 @@ class Boto3Transport:
                     endpoint=self._cfg.name,
                     operation="download_file",
                 )
+            # Start writing the part back now, while other parts still arrive: the fsync
+            # before the final rename then finds little left to write (on 256 MiB it was
+            # as long as the whole transfer when all of it waited for the end).
+            os.fdatasync(fileobj.fileno())
 
         if missing:
             workers = min(TRANSFER_CONCURRENCY, len(missing))
@@ -604,6 +609,133 @@ class Boto3Transport:
             transfer.shutdown()
         for client in clients:
             client.close()
+
+    # ---------------------------------------------- extras (contract §12): one page, batches
+    def list_page(
+        self,
+        bucket: str,
+        prefix: str | None,
+        delimiter: str | None,
+        max_keys: int,
+        start_after: str | None,
+        token: str | None,
+        timeout: float | None,
+    ) -> dict[str, Any]:
+        """One ListObjectsV2 page, continued by ``token`` (this endpoint's) or ``start_after``."""
+        params: dict[str, Any] = {"Bucket": bucket, "MaxKeys": max_keys}
+        if prefix:
+            params["Prefix"] = prefix
+        if delimiter:
+            params["Delimiter"] = delimiter
+        if token:
+            params["ContinuationToken"] = token
+        elif start_after:
+            params["StartAfter"] = start_after
+        client = self._client_for(timeout)
+        return _strip(self._call("iter_objects", client.list_objects_v2, **params))
+
+    def delete_objects(
+        self,
+        bucket: str,
+        objects: Sequence[Mapping[str, str]],
+        quiet: bool,
+        timeout: float | None,
+    ) -> dict[str, Any]:
+        """One DeleteObjects request (at most 1000 ``{"Key"[, "VersionId"]}``)."""
+        client = self._client_for(timeout)
+        resp = self._call(
+            "delete_objects",
+            client.delete_objects,
+            Bucket=bucket,
+            Delete={"Objects": [dict(o) for o in objects], "Quiet": quiet},
+        )
+        result = _strip(resp)
+        result["Deleted"] = list(resp.get("Deleted") or [])
+        result["Errors"] = list(resp.get("Errors") or [])
+        return result
+
+    def upload_fileobj(
+        self,
+        fileobj: BinaryIO,
+        bucket: str,
+        key: str,
+        extra: Mapping[str, Any] | None,
+        timeout: float | None,
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Stream ``fileobj`` from its current position: PutObject below the multipart
+        threshold (read into memory), else a multipart upload of threshold-sized parts."""
+        head = read_upto(fileobj, MULTIPART_THRESHOLD)
+        if len(head) < MULTIPART_THRESHOLD:
+            resp = self.put_object(bucket, key, bytes(head), extra, timeout)
+            if progress is not None:
+                progress(len(head))
+            return resp
+        manager = self._manager()
+        target = (bucket, key)
+        with self._key_locks[hash(target) % len(self._key_locks)]:
+            try:
+                subscribers = [_Progress(progress)] if progress is not None else None
+                future = manager.upload(
+                    cast(BinaryIO, Prefixed(head, fileobj)),  # read() is all s3transfer needs
+                    bucket,
+                    key,
+                    extra_args=dict(extra or {}),
+                    subscribers=subscribers,
+                )
+                future.result()
+            except EndpointError:
+                raise
+            except Exception as exc:
+                raise map_boto_error(exc, self._cfg.name, "upload_fileobj") from exc
+            finally:
+                with self._lock:
+                    completed = self._completed.pop(target, {})
+        return completed
+
+    def download_stream(
+        self, bucket: str, key: str, fileobj: BinaryIO, state: DownloadState, timeout: float | None
+    ) -> None:
+        """Write the object to ``fileobj`` in order, from ``state.offset`` on (a resume is a
+        Range request pinned with If-Match: another version answers 412, never stitched)."""
+        client = self._client_for(timeout)
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if state.offset:
+            params["Range"] = f"bytes={state.offset}-"
+            if state.etag:
+                params["IfMatch"] = state.etag
+        try:
+            resp = client.get_object(**params)
+            body = resp["Body"]
+            try:
+                if state.offset and state.etag and resp.get("ETag") != state.etag:
+                    raise version_changed(self._cfg.name, state.offset)  # If-Match ignored
+                if not state.offset:
+                    state.etag = resp.get("ETag")
+                    state.total = resp.get("ContentLength")
+                    state.response = _strip(resp)
+                chunk_size = CHUNK if state.deadline is None else DEADLINE_CHUNK
+                for chunk in body.iter_chunks(chunk_size):
+                    if state.take(fileobj, chunk):
+                        raise self._past_deadline("download_fileobj")
+            finally:
+                body.close()
+        except EndpointError:
+            raise
+        except Exception as exc:
+            raise map_boto_error(exc, self._cfg.name, "download_fileobj") from exc
+
+
+def version_changed(endpoint: str, offset: int) -> PreconditionFailed:
+    """A resumed download met another version of the object: the bytes written cannot be
+    taken back from a stream, so the caller gets a 412 (a client error, not retried)."""
+    return PreconditionFailed(
+        code="PreconditionFailed",
+        status=412,
+        message=f"the object changed after {offset} bytes were written; not stitched",
+        endpoint=endpoint,
+        operation="download_fileobj",
+    )
 
 
 class _VersionChanged(Exception):
