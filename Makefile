@@ -59,9 +59,10 @@ ceph: ceph-install
 test-scale: $(VENV)/.test
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m scale
 
-# The full fault matrix (the quick subset runs in make test).
+# The full fault matrix (the quick subset runs in make test), and the longer fault tests of the
+# integration suite (a stalled endpoint, hedging against a slow replica, background probes).
 test-faults: $(VENV)/.test
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m faults tests/faults
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m faults tests/faults tests/integration
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check src tests

@@ -223,6 +223,7 @@ def test_kill_one_of_three_routed_reads_never_fail(fresh_pool: PoolFactory) -> N
         assert ranked[-1] == "s1"
 
 
+@pytest.mark.faults  # longer: in make test-faults with the fault matrix
 @pytest.mark.timeout(120)
 def test_stall_one_of_three_costs_at_most_one_read_timeout(fresh_pool: PoolFactory) -> None:
     pool = fresh_pool(3)
@@ -335,6 +336,7 @@ def test_replicate_min_success_with_one_server_killed(
         assert set(subset) == {"s0", "s3"}
 
 
+@pytest.mark.faults  # longer: in make test-faults with the fault matrix
 # ---------------------------------------------------------------- health checks
 @pytest.mark.timeout(120)
 def test_background_health_checks_open_and_close_the_breaker(fresh_pool: PoolFactory) -> None:

@@ -162,6 +162,7 @@ def test_replica_fallback(proxied: tuple[S3ServerPool, list[FaultProxy]], tmp_pa
         mux.get_object(BUCKET, only_last)  # without the option a 404 is an answer
 
 
+@pytest.mark.faults  # longer: in make test-faults with the fault matrix
 @pytest.mark.timeout(180)
 def test_hedged_reads_cut_the_tail(
     proxied: tuple[S3ServerPool, list[FaultProxy]], tmp_path: Path
