@@ -31,11 +31,17 @@ test: $(VENV)/.test
 # the whole integration suite, the guide's code and the quick faults on both transports).
 # Tests that name their transport run as in make test; a few marked boto3_only are skipped. Not
 # repeated: the contract suite (already runs both transports) and the harness's own tests.
+# The quick fault matrix runs in a process of its own. On obstore a healthy nanio endpoint's
+# breaker sometimes opens during the SlowDown storm (the faster client loads the Python servers
+# until answers take over the matrix's 1 s read timeout): seen after the whole integration suite
+# in one process and under heavy load, never in 3 quiet runs in a fresh process (issue 9's note).
 test-obstore: $(VENV)/.test
 	S3KIT_TRANSPORT=obstore $(BIN)/python -m pytest -q -p no:cacheprovider \
-	  -m "not faults and not scale" tests/integration tests/compat tests/faults \
+	  -m "not faults and not scale" tests/integration tests/compat \
 	  --ignore=tests/integration/test_transport_contract.py \
 	  --ignore=tests/integration/test_harness.py
+	S3KIT_TRANSPORT=obstore $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  -m "not faults and not scale" tests/faults
 
 # The compatibility matrix: every feature on moto, nanio, SeaweedFS and Ceph RGW, both transports
 # (make test runs the transport contract suite on moto and nanio).
