@@ -762,8 +762,27 @@ class ObstoreTransport:
     ) -> None:
         if not self._native(key):
             return self._boto().download_into(bucket, key, fileobj, state, timeout)
+        self._stream_into(bucket, key, fileobj, state, timeout, "download_file")
+        return None
+
+    def _stream_into(
+        self,
+        bucket: str,
+        key: str,
+        fileobj: BinaryIO,
+        state: DownloadState,
+        timeout: float | None,
+        operation: str,
+    ) -> None:
+        """Stream the object (from ``state.offset``, pinned to ``state.etag``) into ``fileobj``.
+
+        ``download_file`` writes a seekable temp file: when the object changed since the first
+        attempt, it starts over from byte 0. ``download_fileobj`` cannot take written bytes back
+        from a stream: there the change is a :class:`PreconditionFailed` (not stitched).
+        """
         import obstore
 
+        restartable = operation == "download_file"
         options: GetOptions = {}
         if state.offset:
             options["range"] = {"offset": state.offset}
@@ -775,9 +794,12 @@ class ObstoreTransport:
             result: GetResult
             try:
                 result = obstore.get(store, key, options=options)
+                if state.offset and state.etag and result.meta["e_tag"] != state.etag:
+                    # A server that ignores If-Match answered with another version.
+                    raise version_changed(self._cfg.name, state.offset)
             except Exception as exc:
-                mapped = self._map(exc, "download_file")
-                if state.offset and isinstance(mapped, PreconditionFailed):
+                mapped = self._map(exc, operation)
+                if restartable and state.offset and isinstance(mapped, PreconditionFailed):
                     # The object changed since the first attempt: start over from byte 0.
                     fileobj.seek(0)
                     fileobj.truncate()
@@ -799,12 +821,12 @@ class ObstoreTransport:
                     raise ReadTimeout(
                         f"deadline passed while downloading from {self._cfg.name}",
                         endpoint=self._cfg.name,
-                        operation="download_file",
+                        operation=operation,
                     )
         except EndpointError:
             raise
         except Exception as exc:
-            raise self._map(exc, "download_file") from exc
+            raise self._map(exc, operation) from exc
         etag = state.etag or ""
         if (
             state.offset == state.total
@@ -812,7 +834,6 @@ class ObstoreTransport:
             and state.md5.hexdigest() != etag.strip('"')
         ):
             self._note_encryption(bucket, key, state, timeout)
-        return None
 
     def _note_encryption(
         self, bucket: str, key: str, state: DownloadState, timeout: float | None
@@ -951,39 +972,7 @@ class ObstoreTransport:
     ) -> None:
         if not self._native(key):
             return self._boto().download_stream(bucket, key, fileobj, state, timeout)
-        import obstore
-
-        options: GetOptions = {}
-        if state.offset:
-            options["range"] = {"offset": state.offset}
-            if state.etag:
-                options["if_match"] = state.etag  # another version answers 412: not stitched
-        try:
-            result = obstore.get(self._store(bucket, _STREAM, timeout), key, options=options)
-            if state.offset and state.etag and result.meta["e_tag"] != state.etag:
-                raise version_changed(self._cfg.name, state.offset)
-            if not state.offset:
-                state.etag = result.meta["e_tag"]
-                state.total = result.meta["size"]
-                state.response = _head_shape(result.meta, result.attributes)
-            for chunk in result.stream(min_chunk_size=0):
-                if state.take(fileobj, chunk):
-                    raise ReadTimeout(
-                        f"deadline passed while downloading from {self._cfg.name}",
-                        endpoint=self._cfg.name,
-                        operation="download_fileobj",
-                    )
-        except EndpointError:
-            raise
-        except Exception as exc:
-            raise self._map(exc, "download_fileobj") from exc
-        etag = state.etag or ""
-        if (
-            state.offset == state.total
-            and _PLAIN_MD5.match(etag)
-            and state.md5.hexdigest() != etag.strip('"')
-        ):
-            self._note_encryption(bucket, key, state, timeout)
+        self._stream_into(bucket, key, fileobj, state, timeout, "download_fileobj")
         return None
 
     # ------------------------------------------------- asyncio (obstore's *_async calls)
