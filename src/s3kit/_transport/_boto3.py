@@ -403,6 +403,19 @@ class Boto3Transport:
             if progress is not None:
                 progress(size)
             return resp
+        return self._multipart_upload(file_path, bucket, key, extra, progress, "upload_file")
+
+    def _multipart_upload(
+        self,
+        source: str | BinaryIO,
+        bucket: str,
+        key: str,
+        extra: Mapping[str, Any] | None,
+        progress: Callable[[int], None] | None,
+        operation: str,
+    ) -> dict[str, Any]:
+        """An s3transfer multipart upload of a path or a readable stream; returns the
+        CompleteMultipartUpload answer (its ETag), which s3transfer itself drops."""
         manager = self._manager()
         target = (bucket, key)
         # The completion hook knows only bucket and key: uploads of the same key on this
@@ -411,13 +424,13 @@ class Boto3Transport:
             try:
                 subscribers = [_Progress(progress)] if progress is not None else None
                 future = manager.upload(
-                    file_path, bucket, key, extra_args=dict(extra or {}), subscribers=subscribers
+                    source, bucket, key, extra_args=dict(extra or {}), subscribers=subscribers
                 )
                 future.result()
             except EndpointError:
                 raise
             except Exception as exc:
-                raise map_boto_error(exc, self._cfg.name, "upload_file") from exc
+                raise map_boto_error(exc, self._cfg.name, operation) from exc
             finally:
                 with self._lock:
                     completed = self._completed.pop(target, {})
@@ -671,27 +684,9 @@ class Boto3Transport:
             if progress is not None:
                 progress(len(head))
             return resp
-        manager = self._manager()
-        target = (bucket, key)
-        with self._key_locks[hash(target) % len(self._key_locks)]:
-            try:
-                subscribers = [_Progress(progress)] if progress is not None else None
-                future = manager.upload(
-                    cast(BinaryIO, Prefixed(head, fileobj)),  # read() is all s3transfer needs
-                    bucket,
-                    key,
-                    extra_args=dict(extra or {}),
-                    subscribers=subscribers,
-                )
-                future.result()
-            except EndpointError:
-                raise
-            except Exception as exc:
-                raise map_boto_error(exc, self._cfg.name, "upload_fileobj") from exc
-            finally:
-                with self._lock:
-                    completed = self._completed.pop(target, {})
-        return completed
+        # read() is all s3transfer needs of the stream
+        source = cast(BinaryIO, Prefixed(head, fileobj))
+        return self._multipart_upload(source, bucket, key, extra, progress, "upload_fileobj")
 
     def download_stream(
         self, bucket: str, key: str, fileobj: BinaryIO, state: DownloadState, timeout: float | None
