@@ -269,15 +269,16 @@ class Endpoint:
                     error = None
                 finally:
                     limiter.release()
-                elapsed = clock.monotonic() - t0
+                now = clock.monotonic()
+                elapsed = now - t0
                 if error is None:
                     with self._lock:
                         self.requests += 1
                         self.successes += 1
-                        self._latency.add(elapsed, t0 + elapsed)
+                        self._latency.add(elapsed, now)
                         by_op = self._by_op
                         by_op[op.name, SUCCESS] = by_op.get((op.name, SUCCESS), 0) + 1
-                        self._budget.record_request()
+                        self._budget.record_request(now)
                         self.misconfigured = False
                         if not attempt:
                             self.legs += 1
@@ -463,7 +464,7 @@ class Endpoint:
         self, bucket: str, key: str, *, timeout: float | None = None, **extra: Any
     ) -> dict[str, Any]:
         op = _ops.head_object(check_bucket(bucket), check_key(key), extra or None)
-        return self._execute(op, check_timeout(timeout))
+        return self._execute(op, timeout if timeout is None else check_timeout(timeout))
 
     def get_object(
         self,
@@ -475,10 +476,10 @@ class Endpoint:
         **extra: Any,
     ) -> dict[str, Any]:
         """GET with the whole body read (as bytes) inside the retry and the concurrency slot."""
-        op = _ops.get_object(
-            check_bucket(bucket), check_key(key), check_optional_str(range, "range"), extra or None
-        )
-        return self._execute(op, check_timeout(timeout))
+        if range is not None:
+            range = check_optional_str(range, "range")
+        op = _ops.get_object(check_bucket(bucket), check_key(key), range, extra or None)
+        return self._execute(op, timeout if timeout is None else check_timeout(timeout))
 
     def put_object(
         self,
@@ -725,7 +726,7 @@ class Endpoint:
             self._latency.add(elapsed, t0 + elapsed)
             by_op = self._by_op
             by_op[operation, SUCCESS] = by_op.get((operation, SUCCESS), 0) + 1
-            self._budget.record_request()
+            self._budget.record_request(t0 + elapsed)
             self.misconfigured = False
             if not attempt:
                 self.legs += 1

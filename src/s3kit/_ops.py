@@ -34,7 +34,7 @@ Attempt = Callable[["Endpoint", "float | None"], dict[str, Any]]
 _PLAIN_MD5 = re.compile(r'^"?[0-9a-fA-F]{32}"?$')
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, eq=False)
 class Op:
     name: str
     attempt: Attempt

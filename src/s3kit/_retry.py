@@ -60,8 +60,8 @@ class RetryBudget:
         # each bucket: [slot index, requests, retries]
         self._buckets = [[-1, 0, 0] for _ in range(slots)]
 
-    def _bucket(self) -> list[int]:
-        slot = int(self._clock.monotonic() / self._slot_s)
+    def _bucket(self, now: float | None = None) -> list[int]:
+        slot = int((self._clock.monotonic() if now is None else now) / self._slot_s)
         bucket = self._buckets[slot % len(self._buckets)]
         if bucket[0] != slot:
             bucket[0] = slot
@@ -79,8 +79,9 @@ class RetryBudget:
                 retries += b[2]
         return requests, retries
 
-    def record_request(self) -> None:
-        self._bucket()[1] += 1
+    def record_request(self, now: float | None = None) -> None:
+        """Count a request (``now``: the caller's monotonic time, saving a clock read)."""
+        self._bucket(now)[1] += 1
 
     def try_retry(self) -> bool:
         """Spend one retry if the budget allows it."""
