@@ -11,7 +11,10 @@ Results are plain dicts in boto3's shapes, without ``"Endpoint"`` (the core adds
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +22,7 @@ from typing import Any, BinaryIO, Protocol
 
 from .._config import EndpointConfig
 
-__all__ = ["DownloadState", "Prefixed", "Transport", "make_transport", "read_upto"]
+__all__ = ["DownloadState", "Prefixed", "Transport", "WriteBack", "make_transport", "read_upto"]
 
 
 @dataclass
@@ -66,6 +69,49 @@ class DownloadState:
         self.hashing = None
         self.response = {}
         self.parts = None
+
+
+class WriteBack:
+    """Write a streamed download back to disk while it still arrives.
+
+    ``download_file`` makes its temp file durable (fsync) before the rename. Left to the end, that
+    fsync writes the whole object at once: for 256 MiB about as long as the transfer itself on
+    this project's test machine. Every ``step`` bytes a background ``fdatasync`` starts (one at a
+    time), so the final fsync finds little left. :meth:`close` waits for the one in progress
+    (the file must not be closed under it).
+    """
+
+    STEP = 8 * 1024 * 1024
+
+    def __init__(self, fileobj: BinaryIO, step: int = STEP) -> None:
+        self._fileobj = fileobj
+        self._step = step
+        self._next = step
+        self._thread: threading.Thread | None = None
+
+    def written(self, offset: int) -> None:
+        """Note that the file now holds ``offset`` bytes."""
+        if offset < self._next:
+            return
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            return  # the previous write-back is still running: the next one covers this too
+        self._next = offset + self._step
+        self._fileobj.flush()  # the buffered tail, so fdatasync sees every byte written so far
+        fd = self._fileobj.fileno()
+        self._thread = threading.Thread(target=_fdatasync, args=(fd,), name="s3kit-writeback")
+        self._thread.start()
+
+    def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+
+
+def _fdatasync(fd: int) -> None:
+    # Only a head start: the download's own fsync reports what matters.
+    with contextlib.suppress(OSError):
+        os.fdatasync(fd)
 
 
 def read_upto(fileobj: BinaryIO, size: int) -> bytearray:

@@ -53,7 +53,7 @@ from .._errors import (
     ReadTimeout,
     ServiceError,
 )
-from . import DownloadState, read_upto
+from . import DownloadState, WriteBack, read_upto
 from ._boto3 import (
     MULTIPART_THRESHOLD,
     TRANSFER_CONCURRENCY,
@@ -800,6 +800,8 @@ class ObstoreTransport:
         import obstore
 
         restartable = operation == "download_file"
+        # download_file's temp file is fsynced before its rename: start that while bytes arrive.
+        writeback = WriteBack(fileobj) if restartable else None
         options: GetOptions = {}
         if state.offset:
             options["range"] = {"offset": state.offset}
@@ -840,10 +842,15 @@ class ObstoreTransport:
                         endpoint=self._cfg.name,
                         operation=operation,
                     )
+                if writeback is not None:
+                    writeback.written(state.offset)
         except EndpointError:
             raise
         except Exception as exc:
             raise self._map(exc, operation) from exc
+        finally:
+            if writeback is not None:
+                writeback.close()
         etag = state.etag or ""
         if (
             state.offset == state.total
