@@ -186,6 +186,27 @@ def list_buckets() -> Op:
     return Op("list_buckets", attempt, READ)
 
 
+def _bad_digest(ep: Endpoint, state: DownloadState, operation: str) -> bool:
+    """Check a finished download: a short body raises :class:`ConnectionFailed`; the answer is
+    whether the MD5 of the bytes contradicts the ETag (checked only for a plain-MD5 ETag of an
+    object that is not SSE-KMS or SSE-C encrypted: only there is the ETag the bytes' MD5)."""
+    total = state.total
+    if total is not None and state.offset != total:
+        raise ConnectionFailed(
+            f"short body from {ep.name}: {state.offset} of {total} bytes",
+            endpoint=ep.name,
+            operation=operation,
+        )
+    etag = state.etag or ""
+    resp = state.response
+    encrypted = resp.get("ServerSideEncryption") == "aws:kms" or "SSECustomerAlgorithm" in resp
+    return (
+        _PLAIN_MD5.match(etag) is not None
+        and not encrypted
+        and state.md5.hexdigest() != etag.strip('"')
+    )
+
+
 class _Download:
     """One download: a temp file beside the target, renamed into place only when complete.
 
@@ -238,17 +259,7 @@ class _Download:
         ep.transport.download_into(
             ep.config.physical_bucket(self.bucket), self.key, fh, state, timeout
         )
-        total = state.total
-        if total is not None and state.offset != total:
-            raise ConnectionFailed(
-                f"short body from {ep.name}: {state.offset} of {total} bytes",
-                endpoint=ep.name,
-                operation="download_file",
-            )
-        etag = state.etag or ""
-        resp = state.response
-        encrypted = resp.get("ServerSideEncryption") == "aws:kms" or "SSECustomerAlgorithm" in resp
-        if _PLAIN_MD5.match(etag) and not encrypted and state.md5.hexdigest() != etag.strip('"'):
+        if _bad_digest(ep, state, "download_file"):
             self._fresh(ep)  # the bytes are wrong: a retry must start from zero
             raise ConnectionFailed(
                 f"MD5 mismatch downloading from {ep.name}",
@@ -442,17 +453,7 @@ class _StreamDownload:
             ep.transport.download_stream(
                 ep.config.physical_bucket(self.bucket), self.key, self.fileobj, state, timeout
             )
-        total = state.total
-        if total is not None and state.offset != total:
-            raise ConnectionFailed(
-                f"short body from {ep.name}: {state.offset} of {total} bytes",
-                endpoint=ep.name,
-                operation="download_fileobj",
-            )
-        etag = state.etag or ""
-        resp = state.response
-        encrypted = resp.get("ServerSideEncryption") == "aws:kms" or "SSECustomerAlgorithm" in resp
-        if _PLAIN_MD5.match(etag) and not encrypted and state.md5.hexdigest() != etag.strip('"'):
+        if _bad_digest(ep, state, "download_fileobj"):
             raise ServiceError(
                 code="BadDigest",
                 status=0,

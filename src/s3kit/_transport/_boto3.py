@@ -439,63 +439,86 @@ class Boto3Transport:
     def download_into(
         self, bucket: str, key: str, fileobj: BinaryIO, state: DownloadState, timeout: float | None
     ) -> None:
+        self._stream_into(bucket, key, fileobj, state, timeout, "download_file")
+
+    def _stream_into(
+        self,
+        bucket: str,
+        key: str,
+        fileobj: BinaryIO,
+        state: DownloadState,
+        timeout: float | None,
+        operation: str,
+    ) -> None:
+        """The body of ``download_file`` and ``download_fileobj``: the object from
+        ``state.offset`` on into ``fileobj``, every request pinned to the first answer's ETag.
+
+        ``download_file`` owns a seekable temp file: it starts over from byte 0 when the object
+        changed, and fetches a large object in ranged parts (``state.parts``) written in place.
+        ``download_fileobj`` writes a caller's stream in order and cannot take bytes back: a
+        changed object is :class:`PreconditionFailed` there.
+        """
         client = self._client_for(timeout)
         try:
-            if state.parts is not None:  # a retry of a large download: fetch what is missing
+            if state.parts is None:  # else a retry of a large download: only the missing parts
+                self._stream_body(client, bucket, key, fileobj, state, operation)
+            if state.parts is not None:
                 self._fetch_parts(client, bucket, key, fileobj, state)
-                return
-            params: dict[str, Any] = {"Bucket": bucket, "Key": key}
-            if state.offset:
-                params["Range"] = f"bytes={state.offset}-"
-                if state.etag:
-                    # Never stitch two versions of the object together.
-                    params["IfMatch"] = state.etag
-            try:
-                resp = client.get_object(**params)
-                if state.offset and state.etag and resp.get("ETag") != state.etag:
-                    # A server that ignores If-Match answered with another version.
-                    resp["Body"].close()
-                    raise _VersionChanged
-            except (botocore.exceptions.ClientError, _VersionChanged) as exc:
-                status = (
-                    412
-                    if isinstance(exc, _VersionChanged)
-                    else exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                )
-                if state.offset and status == 412:
-                    # The object changed since the first attempt: start over from byte 0.
-                    fileobj.seek(0)
-                    fileobj.truncate()
-                    state.restart()
-                    resp = client.get_object(Bucket=bucket, Key=key)
-                else:
-                    raise
+        except EndpointError:
+            raise
+        except Exception as exc:
+            raise map_boto_error(exc, self._cfg.name, operation) from exc
+
+    def _stream_body(
+        self,
+        client: S3Client,
+        bucket: str,
+        key: str,
+        fileobj: BinaryIO,
+        state: DownloadState,
+        operation: str,
+    ) -> None:
+        """One GET from ``state.offset`` on, its body written to ``fileobj`` in order (of a
+        large object on a fresh ``download_file``, only the first part: see ``state.parts``)."""
+        restartable = operation == "download_file"
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if state.offset:
+            params["Range"] = f"bytes={state.offset}-"
+            if state.etag:
+                # Never stitch two versions of the object together.
+                params["IfMatch"] = state.etag
+        try:
+            resp = client.get_object(**params)
+            if state.offset and state.etag and resp.get("ETag") != state.etag:
+                # A server that ignores If-Match answered with another version.
+                resp["Body"].close()
+                raise version_changed(self._cfg.name, state.offset)
+        except (botocore.exceptions.ClientError, PreconditionFailed) as exc:
+            if not (restartable and state.offset and _changed(exc)):
+                raise
+            # The object changed since the first attempt: start over from byte 0.
+            fileobj.seek(0)
+            fileobj.truncate()
+            state.restart()
+            resp = client.get_object(Bucket=bucket, Key=key)
+        body = resp["Body"]
+        try:
             if not state.offset:
                 state.etag = resp.get("ETag")
                 state.total = resp.get("ContentLength")
                 state.response = _strip(resp)
-            body = resp["Body"]
-            chunk_size = CHUNK if state.deadline is None else DEADLINE_CHUNK
-            if not state.offset and (state.total or 0) > MULTIPART_THRESHOLD:
-                # A large object: this answer serves the first part, ranged GETs the rest in
-                # parallel (as s3transfer does; one stream would cap the throughput).
-                state.parts = {}
-                try:
+                if restartable and (state.total or 0) > MULTIPART_THRESHOLD:
+                    # A large object: this answer serves the first part, ranged GETs the rest
+                    # in parallel (as s3transfer does; one stream would cap the throughput).
+                    state.parts = {}
                     self._stream_part(body, fileobj, 0, state)
-                finally:
-                    body.close()
-                self._fetch_parts(client, bucket, key, fileobj, state)
-                return
-            try:
-                for chunk in body.iter_chunks(chunk_size):
-                    if state.take(fileobj, chunk):
-                        raise self._past_deadline("download_file")
-            finally:
-                body.close()
-        except EndpointError:
-            raise
-        except Exception as exc:
-            raise map_boto_error(exc, self._cfg.name, "download_file") from exc
+                    return
+            chunk_size = CHUNK if state.deadline is None else DEADLINE_CHUNK
+            for chunk in body.iter_chunks(chunk_size):
+                if state.take(fileobj, chunk):
+                    raise self._past_deadline(operation)
+        finally:
+            body.close()
 
     def _stream_part(self, body: Any, fileobj: BinaryIO, start: int, state: DownloadState) -> None:
         """Write the body's bytes of the part at ``start`` (reading no further than its end)."""
@@ -564,10 +587,7 @@ class Boto3Transport:
                 errors = [e for f in futures if (e := f.exception()) is not None]
             if errors:
                 first = errors[0]
-                status = (
-                    getattr(first, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
-                )
-                if status == 412 or isinstance(first, _VersionChanged):
+                if _changed(first):
                     # The object changed between parts: give the bytes up; a retry starts over.
                     fileobj.seek(0)
                     fileobj.truncate()
@@ -693,32 +713,7 @@ class Boto3Transport:
     ) -> None:
         """Write the object to ``fileobj`` in order, from ``state.offset`` on (a resume is a
         Range request pinned with If-Match: another version answers 412, never stitched)."""
-        client = self._client_for(timeout)
-        params: dict[str, Any] = {"Bucket": bucket, "Key": key}
-        if state.offset:
-            params["Range"] = f"bytes={state.offset}-"
-            if state.etag:
-                params["IfMatch"] = state.etag
-        try:
-            resp = client.get_object(**params)
-            body = resp["Body"]
-            try:
-                if state.offset and state.etag and resp.get("ETag") != state.etag:
-                    raise version_changed(self._cfg.name, state.offset)  # If-Match ignored
-                if not state.offset:
-                    state.etag = resp.get("ETag")
-                    state.total = resp.get("ContentLength")
-                    state.response = _strip(resp)
-                chunk_size = CHUNK if state.deadline is None else DEADLINE_CHUNK
-                for chunk in body.iter_chunks(chunk_size):
-                    if state.take(fileobj, chunk):
-                        raise self._past_deadline("download_fileobj")
-            finally:
-                body.close()
-        except EndpointError:
-            raise
-        except Exception as exc:
-            raise map_boto_error(exc, self._cfg.name, "download_fileobj") from exc
+        self._stream_into(bucket, key, fileobj, state, timeout, "download_fileobj")
 
 
 def version_changed(endpoint: str, offset: int) -> PreconditionFailed:
@@ -735,6 +730,15 @@ def version_changed(endpoint: str, offset: int) -> PreconditionFailed:
 
 class _VersionChanged(Exception):
     """A resumed or ranged answer came from another version of the object."""
+
+
+def _changed(exc: BaseException) -> bool:
+    """Whether ``exc`` says the object is no longer the version a download is pinned to: a 412
+    answer to If-Match, or an answer with another ETag from a server that ignores If-Match."""
+    if isinstance(exc, (_VersionChanged, PreconditionFailed)):
+        return True
+    response = getattr(exc, "response", {})
+    return bool(response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412)
 
 
 class _Progress(BaseSubscriber):
