@@ -346,8 +346,9 @@ async def _failover(
     attempts: list[tuple[str, BaseException]] = []
     candidates = mux._ordered
     order = mux._rank(candidates, op, router)
-    rounds = 1 + max(ep.config.retries for ep in order)
-    for round_no in range(rounds):
+    rounds = 0  # asked only once a round has failed, as in the sync loop
+    round_no = 0
+    while True:
         if round_no:
             order = mux._rank(candidates, op, router)
         saturated: list[Endpoint] = []
@@ -384,8 +385,10 @@ async def _failover(
             raise missing[-1]  # every endpoint that answered says: no such key
         if not sent:
             break  # every endpoint is open: another round cannot help
-        if round_no + 1 < rounds and not await _backoff(mux, round_no, order, deadline):
+        rounds = rounds or mux._rounds(order)
+        if round_no + 1 >= rounds or not await _backoff(mux, round_no, order, deadline):
             break
+        round_no += 1
     raise NoHealthyEndpoint(op.name, attempts) from (attempts[-1][1] if attempts else None)
 
 

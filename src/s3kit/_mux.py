@@ -653,9 +653,10 @@ class Multiplexer:
         # rotating strategy twice per call.
         order += throttled
         order += misconfigured
-        # soonest retry first: that is the one get_endpoint() gives when all are open
-        unavailable.sort(key=lambda ep: ep.breaker.retry_after())
-        order += unavailable
+        if unavailable:
+            # soonest retry first: that is the one get_endpoint() gives when all are open
+            unavailable.sort(key=lambda ep: ep.breaker.retry_after())
+            order += unavailable
         return order
 
     def locate(
@@ -706,6 +707,8 @@ class Multiplexer:
         return True  # throttle, transient, endpoint failure
 
     def _deadline(self, timeout: float | None) -> float | None:
+        if timeout is None:
+            return None
         t = check_timeout(timeout)
         return None if t is None else self._clock.monotonic() + t
 
@@ -767,10 +770,14 @@ class Multiplexer:
             attempts = []
         candidates = self._ordered if members is None else members
         order = self._rank(candidates, op, router)
-        rounds = 1 + max(ep.config.retries for ep in order)
-        if first_round and not self._backoff(first_round - 1, order, deadline):
+        # How many rounds: asked only once a round has failed (most calls end in their first).
+        rounds = self._rounds(order) if first_round else 0
+        if first_round and (
+            first_round >= rounds or not self._backoff(first_round - 1, order, deadline)
+        ):
             raise NoHealthyEndpoint(op.name, attempts) from (attempts[-1][1] if attempts else None)
-        for round_no in range(first_round, rounds):
+        round_no = first_round
+        while True:
             if round_no:
                 order = self._rank(candidates, op, router)
             saturated: list[Endpoint] = []
@@ -803,9 +810,16 @@ class Multiplexer:
                 raise missing[-1]  # every endpoint that answered says: no such key
             if not sent:
                 break  # every endpoint is open: another round cannot help
-            if round_no + 1 < rounds and not self._backoff(round_no, order, deadline):
+            rounds = rounds or self._rounds(order)
+            if round_no + 1 >= rounds or not self._backoff(round_no, order, deadline):
                 break
+            round_no += 1
         raise NoHealthyEndpoint(op.name, attempts) from (attempts[-1][1] if attempts else None)
+
+    @staticmethod
+    def _rounds(order: Sequence[Endpoint]) -> int:
+        """Rounds over the endpoints a failover may make: 1 + the most retries any allows."""
+        return 1 + max(ep.config.retries for ep in order)
 
     def _backoff(self, round_no: int, order: Sequence[Endpoint], deadline: float | None) -> bool:
         """Sleep before the round after ``round_no``; False when the deadline forbids it."""
@@ -956,9 +970,9 @@ class Multiplexer:
         timeout: float | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
-        op = _ops.get_object(
-            check_bucket(bucket), check_key(key), check_optional_str(range, "range"), extra or None
-        )
+        if range is not None:
+            range = check_optional_str(range, "range")
+        op = _ops.get_object(check_bucket(bucket), check_key(key), range, extra or None)
         return self._run(op, endpoint, strategy, self._deadline(timeout))
 
     def head_object(
