@@ -148,6 +148,18 @@ def _raw_obstore(url: str, ak: str, sk: str) -> Any:
     )
 
 
+# Raw obstore that also reads what s3kit returns: the answer's metadata and attributes
+# (ETag, size, Last-Modified, Content-Type, user metadata). Converting those to Python objects
+# is part of obstore's cost; the bare "obstore raw" GET reads none of it.
+RAW_META = "obstore raw + metadata"
+_HEAD: Any = {"head": True}
+
+
+def _read_meta(result: Any, body: bool = False) -> Any:
+    data = result.bytes() if body else None
+    return result.meta, result.attributes, data
+
+
 def bench_small(
     url: str, ak: str, sk: str, *, ops: int, reps: int, threads: Sequence[int]
 ) -> list[Row]:
@@ -188,9 +200,11 @@ def bench_small(
 
             if op == "head":
                 variants["obstore raw"] = lambda: obstore.head(store, KEY)
+                variants[RAW_META] = lambda: _read_meta(obstore.get(store, KEY, options=_HEAD))
                 variants["s3kit (obstore)"] = lambda: fast.head_object(BUCKET, KEY)
             else:
                 variants["obstore raw"] = lambda: obstore.get(store, KEY).bytes()
+                variants[RAW_META] = lambda: _read_meta(obstore.get(store, KEY), body=True)
                 variants["s3kit (obstore)"] = lambda: fast.get_object(BUCKET, KEY)["Body"]
         for n in threads:
             # a new client per call costs ~10-20 ms: fewer of those keep the run short
@@ -487,12 +501,14 @@ def _ratios(rows: list[Row]) -> list[dict[str, Any]]:
     plain = ("boto3 shared client", "boto3 s3transfer")
     boto = {(r.scenario, r.threads): r for r in rows if r.variant in plain}
     raw = {(r.scenario, r.threads): r for r in rows if r.variant == "obstore raw"}
+    raw_meta = {(r.scenario, r.threads): r for r in rows if r.variant == RAW_META}
     for r in rows:
         if r.variant in plain:
             continue
         bases = [boto.get((r.scenario, r.threads))]
         if r.variant == "s3kit (obstore)":
             bases.append(raw.get((r.scenario, r.threads)))
+            bases.append(raw_meta.get((r.scenario, r.threads)))
         for b in bases:
             if b is None:
                 continue

@@ -41,6 +41,7 @@ def test_bench_reports_every_variant_and_ratios() -> None:
         assert row["ops_per_s"] > 0
     ratios = {(r["scenario"], r["variant"]) for r in report["ratios"]}
     assert ("small head", "s3kit (obstore) / obstore raw") in ratios
+    assert ("small get", "s3kit (obstore) / obstore raw + metadata") in ratios
     assert ("small get", "s3kit (boto3) / boto3 shared client") in ratios
     for variant in ("s3kit async (obstore)", "obstore raw async", "s3kit (obstore)"):
         assert ("async small get", variant) in variants
