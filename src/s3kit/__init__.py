@@ -37,6 +37,7 @@ from ._events import (
     FailedOver,
     RetryScheduled,
 )
+from ._extras import ObjectIterator
 from ._fleet import FleetHealth, FleetStoreRestored, FleetStoreUnavailable
 from ._mux import Multiplexer
 from ._routing import STRATEGIES, Router
@@ -70,6 +71,7 @@ __all__ = [
     "Multiplexer",
     "NoHealthyEndpoint",
     "NotFound",
+    "ObjectIterator",
     "PreconditionFailed",
     "ReadTimeout",
     "RetryScheduled",

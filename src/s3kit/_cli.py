@@ -38,6 +38,9 @@ EXIT_OK = 0
 EXIT_PARTIAL = 1
 EXIT_USAGE = 2
 
+# Keys per DeleteObjects request of `rm -r` (S3's limit), and per listing page.
+_DELETE_BATCH = 1000
+
 _NAMED = re.compile(r"([^/\\:]+):(.*)", re.DOTALL)
 _ONE_LINE = re.compile(r"\s*\n\s*")
 
@@ -632,29 +635,75 @@ def _cmd_rm(s: _Session) -> int:
             print(f"delete: {loc.text}")
         return EXIT_OK
     prefix = _as_prefix(loc.key)
-    listing = s.mux.list_objects(loc.bucket, prefix or None, endpoint=loc.endpoint)
-    targets = [loc.child(obj["Key"]) for obj in listing.get("Contents") or []]
     deleted: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
-
-    def one(target: Location) -> dict[str, Any]:
-        return s.mux.delete_object(target.bucket, target.key, endpoint=target.endpoint)
-
-    with _pool(8) as pool:
-        futures = {pool.submit(one, t): t for t in targets}
-        for future, target in futures.items():
-            try:
-                deleted.append(future.result())
-                if not s.json:
-                    print(f"delete: {target.text}")
-            except (ConfigError, InvalidArgument):
-                raise
-            except (S3KitError, OSError) as exc:
-                failed.append({"path": target.text, "error": _jsonable(exc)})
-                _error(f"delete {target.text}: {exc}")
+    # The listing is streamed a page at a time, its keys deleted _DELETE_BATCH a request.
+    listing = s.mux.iter_objects(loc.bucket, prefix or None, endpoint=loc.endpoint)
+    batch: list[str] = []
+    listed = 0
+    error: S3KitError | OSError | None = None
+    while True:
+        try:
+            obj = next(listing, None)
+        except (ConfigError, InvalidArgument):
+            raise
+        except (S3KitError, OSError) as exc:
+            if not listed:
+                raise  # nothing listed: a failed command, as any failed call
+            error, obj = exc, None  # delete what was listed, then report the rest as failed
+        if obj is not None:
+            listed += 1
+            batch.append(obj["Key"])
+        if batch and (obj is None or len(batch) == _DELETE_BATCH):
+            _delete_batch(s, loc, batch, deleted, failed)
+            batch = []
+        if obj is None:
+            break
+    if error is not None:
+        failed.append({"path": loc.text, "error": _jsonable(error)})
+        _error(f"list {loc.text}: {error}")
     if s.json:
         s.emit({"deleted": deleted, "failed": failed})
     return EXIT_PARTIAL if failed else EXIT_OK
+
+
+def _delete_batch(
+    s: _Session,
+    loc: Location,
+    keys: list[str],
+    deleted: list[dict[str, Any]],
+    failed: list[dict[str, Any]],
+) -> None:
+    """One DeleteObjects request (``rm -r``): each key reported as deleted or failed."""
+    try:
+        result = s.mux.delete_objects(loc.bucket, keys, endpoint=loc.endpoint)
+    except (ConfigError, InvalidArgument):
+        raise
+    except (S3KitError, OSError) as exc:  # the batch as a whole: each of its keys failed
+        for key in keys:
+            target = loc.child(key)
+            failed.append({"path": target.text, "error": _jsonable(exc)})
+            _error(f"delete {target.text}: {_os_error(exc) if isinstance(exc, OSError) else exc}")
+        return
+    errors = {str(e.get("Key")): e for e in result.get("Errors") or []}
+    done = {str(d.get("Key")): d for d in result.get("Deleted") or []}
+    where: dict[str, Any] = {"Endpoint": result.get("Endpoint")}
+    served = result.get("Endpoints") or []
+    if len(served) > 1:  # a replica set's members, or the owners of key-hash
+        where["Endpoints"] = served
+    if s.mux.replica_groups and (len(served) > 1 or "Pending" in result):
+        where["Pending"] = result.get("Pending") or []
+    for key in keys:
+        target = loc.child(key)
+        error = errors.get(key)
+        if error is not None:
+            message = f"{error.get('Code') or 'Error'}: {error.get('Message') or 'not deleted'}"
+            failed.append({"path": target.text, "error": message})
+            _error(f"delete {target.text}: {message}")
+            continue
+        deleted.append({**done.get(key, {}), "Bucket": loc.bucket, "Key": key, **where})
+        if not s.json:
+            print(f"delete: {target.text}")
 
 
 def _cmd_health(s: _Session) -> int:

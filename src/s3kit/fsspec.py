@@ -282,6 +282,60 @@ class S3KitFileSystem(AbstractFileSystem, metaclass=_Meta):  # type: ignore[misc
         except FileNotFoundError:
             raise _not_found(path) from None
 
+    def find(
+        self,
+        path: str,
+        maxdepth: int | None = None,
+        withdirs: bool = False,
+        detail: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Every file under ``path`` (with ``withdirs``, the directories too), sorted.
+
+        One flat listing of the prefix, fetched a page at a time (``iter_objects``), instead of
+        one listing per directory level; with ``maxdepth``, or at the root, fsspec's own walk.
+        A path that names a file finds the file; a missing one finds nothing.
+        """
+        path = self._strip_protocol(path)
+        bucket, key = self.split_path(path)
+        if maxdepth is not None or not bucket:
+            return super().find(path, maxdepth=maxdepth, withdirs=withdirs, detail=detail, **kwargs)
+        prefix = f"{key}/" if key else ""
+        out: dict[str, dict[str, Any]] = {}
+        dirs: set[str] = set()  # below path, each with its parents
+        listed = False
+
+        def add_dir(name: str) -> None:
+            """The directory ``name`` and those above it, up to (not including) ``path``."""
+            while len(name) > len(key) and f"{bucket}/{name}" not in dirs:
+                dirs.add(f"{bucket}/{name}")
+                name = name.rpartition("/")[0]
+
+        try:
+            with _oserrors(path):
+                for obj in self._mux.iter_objects(bucket, prefix or None):
+                    listed = True
+                    name = obj["Key"]
+                    if name.endswith("/"):  # a "directory marker" object: a directory
+                        if withdirs:
+                            add_dir(name.rstrip("/"))
+                        continue
+                    if withdirs:
+                        add_dir(name.rpartition("/")[0])
+                    out[f"{bucket}/{name}"] = self._object_info(bucket, name, obj)
+        except FileNotFoundError:
+            return {} if detail else []  # no such bucket (as fsspec's walk: nothing found)
+        if withdirs:
+            for name in dirs:
+                out.setdefault(name, self._dir_info(name))
+            if listed or not key:
+                out[path] = self._dir_info(path)  # the directory itself, as fsspec does
+        if not out and key:
+            with contextlib.suppress(FileNotFoundError):
+                out[path] = self._head(path, bucket, key)
+        names = sorted(out)
+        return {name: out[name] for name in names} if detail else names
+
     def _head(self, path: str, bucket: str, key: str) -> dict[str, Any]:
         with _oserrors(path):
             resp = self._read(self._mux.head_object, bucket, key)
@@ -497,10 +551,48 @@ class S3KitFileSystem(AbstractFileSystem, metaclass=_Meta):  # type: ignore[misc
         self.rm_file(path)
 
     def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
-        """Delete files; with ``recursive=True`` every key under a prefix. Buckets are kept."""
+        """Delete files; with ``recursive=True`` every key under a prefix. Buckets are kept.
+
+        Several files are deleted with DeleteObjects, 1000 keys a request, on every endpoint.
+        Raises ``OSError`` naming the endpoints (and keys) that were not deleted, once every
+        endpoint was asked.
+        """
         paths = self.expand_path(path, recursive=recursive, maxdepth=maxdepth)
-        for p in reversed(self._files_among(paths)):
-            self.rm_file(p)
+        files = self._files_among(paths)
+        if len(files) == 1:
+            self.rm_file(files[0])
+            return
+        by_bucket: dict[str, list[str]] = {}
+        for p in files:
+            bucket, key = self.split_path(p)
+            by_bucket.setdefault(bucket, []).append(key)
+        failures: list[str] = []
+        cause: BaseException | None = None
+        for bucket, keys in by_bucket.items():
+            for name in list(self._mux.endpoints):
+                try:
+                    result = self._mux.delete_objects(bucket, keys, quiet=True, endpoint=name)
+                except NotFound:
+                    continue  # that endpoint has no such bucket: nothing to delete there
+                except EndpointError as exc:
+                    failures.append(f"{name} ({type(exc).__name__})")
+                    cause = exc
+                    continue
+                for error in result.get("Errors") or []:
+                    failures.append(
+                        f"{name}: {bucket}/{error.get('Key')} ({error.get('Code') or 'Error'})"
+                    )
+        for p in files:
+            self._forget(*self.split_path(p))
+            self.invalidate_cache(p)
+        if failures:
+            shown = ", ".join(failures[:10]) + (
+                f" and {len(failures) - 10} more" if len(failures) > 10 else ""
+            )
+            where = path if isinstance(path, str) else files[0]
+            raise OSError(
+                errno.EIO, f"not deleted on every endpoint: failed on {shown}", where
+            ) from cause
 
     def cat(
         self, path: Any, recursive: bool = False, on_error: str = "raise", **kwargs: Any

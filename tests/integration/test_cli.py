@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from s3kit.testing import S3Server, S3ServerPool
+from s3kit.testing import FaultProxy, S3Server, S3ServerPool
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -300,6 +301,31 @@ def test_rm(run: Run, tmp_path: Path, servers: S3ServerPool) -> None:
     out = json.loads(run("rm", "-r", f"primary:{BUCKET}/{prefix}", "--json").stdout)
     assert len(out["deleted"]) == 2 and out["failed"] == []
     assert keys_on(servers[0], prefix) == []
+
+
+def test_rm_recursive_deletes_in_batches(
+    servers: S3ServerPool, nanio_server: S3Server, tmp_path: Path
+) -> None:
+    """`rm -r` of 1001 keys: two listing pages and two DeleteObjects requests, not 1001."""
+    bucket, prefix = "test-bucket", unique()  # the session nanio server's bucket
+    keys = [f"{prefix}/k{i:04d}" for i in range(1001)]
+    seeder = nanio_server.client()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: seeder.put_object(Bucket=bucket, Key=k, Body=b"x"), keys))
+    with FaultProxy(nanio_server.port) as proxy:
+        config = tmp_path / "proxied.toml"
+        config.write_text(CONFIG.format(primary=proxy.url, backup=servers[1].url))
+        run = make_runner(tmp_path, config)
+        out = json.loads(run("rm", "-r", f"primary:{bucket}/{prefix}", "--json").stdout)
+        stats = proxy.stats
+    assert out["failed"] == []
+    assert [d["Key"] for d in out["deleted"]] == keys
+    assert {d["Endpoint"] for d in out["deleted"]} == {"primary"}
+    deletes = [r for r in stats["recent_requests"] if r["method"] == "POST"]
+    assert len(deletes) == 2 and all("delete" in r["target"] for r in deletes)
+    assert stats["requests"] == 4  # 2 pages of ListObjectsV2 + 2 DeleteObjects
+    left = seeder.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    assert left.get("KeyCount") == 0
 
 
 def test_health_and_stats_with_all_up(run: Run) -> None:

@@ -15,18 +15,22 @@ import pickle
 import tempfile
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 fsspec = pytest.importorskip("fsspec")
+from fsspec.spec import AbstractFileSystem  # noqa: E402
+
 pd = pytest.importorskip("pandas")
 pa = pytest.importorskip("pyarrow")
 ds = pytest.importorskip("pyarrow.dataset")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from s3kit import Event, FailedOver, Multiplexer  # noqa: E402
+from s3kit._outcome import SUCCESS  # noqa: E402
 from s3kit.fsspec import S3KitFile, S3KitFileSystem  # noqa: E402
 from s3kit.testing import S3Server, S3ServerPool  # noqa: E402
 
@@ -178,6 +182,11 @@ def test_ls_info_exists(fs: S3KitFileSystem) -> None:
         f"{BUCKET}/dir/sub",
     ]
     assert fs.find(f"{BUCKET}/dir") == [f"{BUCKET}/dir/a.txt", f"{BUCKET}/dir/sub/b.txt"]
+    for path in (f"{BUCKET}/dir", BUCKET, f"{BUCKET}/dir/a.txt", f"{BUCKET}/missing"):
+        for withdirs in (False, True):  # one flat listing finds what fsspec's walk finds
+            walked = AbstractFileSystem.find(fs, path, withdirs=withdirs, refresh=True)
+            assert fs.find(path, withdirs=withdirs) == walked, (path, withdirs)
+    assert fs.find("no-such-bucket-fsspec") == []
     assert BUCKET in fs.ls("", detail=False)
 
     fs.invalidate_cache()  # info by HeadObject / listing, not from the cache
@@ -250,6 +259,33 @@ def test_cat_pipe_cp_rm(fs: S3KitFileSystem, pool: S3ServerPool) -> None:
     seed(pool, "tree/3.txt", b"3")
     fs.rm(f"{BUCKET}/tree", recursive=True)
     assert not any(_has(s, k) for s in pool for k in ("tree/x/1.txt", "tree/x/2.txt", "tree/3.txt"))
+
+
+@pytest.mark.timeout(120)
+def test_rm_of_many_files_is_batched(moto_server: S3Server, nanio_server: S3Server) -> None:
+    """rm -r of 1001 keys: two DeleteObjects on each endpoint, not 1001 DeleteObject."""
+    bucket, prefix = "test-bucket", f"fsspec-rm-{os.urandom(4).hex()}"  # the session servers'
+    keys = [f"{prefix}/d{i % 3}/k{i:04d}" for i in range(1001)]
+    seeder = nanio_server.client()  # the listing endpoint; the other holds none: no matter
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: seeder.put_object(Bucket=bucket, Key=k, Body=b"x"), keys))
+    servers = (nanio_server, moto_server)
+    specs = {
+        f"e{i}": {
+            "url": s.url,
+            "access_key": s.access_key,
+            "secret_key": s.secret_key,
+            "priority": i,
+        }
+        for i, s in enumerate(servers)
+    }
+    with Multiplexer(specs, strategy="priority") as mux:
+        fs = S3KitFileSystem(multiplexer=mux)
+        fs.rm(f"s3kit://{bucket}/{prefix}", recursive=True)
+        counts = {name: ep.metrics_snapshot()[0] for name, ep in mux.endpoints.items()}
+    assert counts["e0"] == {("iter_objects", SUCCESS): 2, ("delete_objects", SUCCESS): 2}
+    assert counts["e1"] == {("delete_objects", SUCCESS): 2}  # 1000 + 1 keys, on every endpoint
+    assert seeder.list_objects_v2(Bucket=bucket, Prefix=prefix).get("KeyCount") == 0
 
 
 def _has(server: S3Server, key: str) -> bool:
