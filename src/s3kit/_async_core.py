@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,11 +34,9 @@ from ._errors import (
     EndpointError,
     EndpointSaturated,
     NoHealthyEndpoint,
-    NotFound,
     ReadTimeout,
 )
 from ._limits import Limiter
-from ._retry import backoff_delay
 from ._routing import Router
 from ._transport._obstore import ObstoreTransport
 
@@ -340,66 +338,22 @@ async def _failover(
     waiters: Waiters,
     offload: Offload,
 ) -> dict[str, Any]:
-    """``Multiplexer._failover``: candidates in routing order, rounds after a backoff."""
-    op = aop.op
-    router = mux._router_for(strategy)
-    attempts: list[tuple[str, BaseException]] = []
-    candidates = mux._ordered
-    order = mux._rank(candidates, op, router)
-    rounds = 0  # asked only once a round has failed, as in the sync loop
-    round_no = 0
-    while True:
-        if round_no:
-            order = mux._rank(candidates, op, router)
-        saturated: list[Endpoint] = []
-        sent = 0
-        missing: list[NotFound] = []
-        for ep in order:
+    """``Multiplexer._failover`` with awaited legs and ``asyncio.sleep`` between rounds: the
+    same plan (:meth:`Multiplexer._failover_plan`) drives both."""
+    plan = mux._failover_plan(aop.op, strategy, deadline)
+    try:
+        step = next(plan)
+        while True:
+            if isinstance(step, float):
+                await asyncio.sleep(step)
+                step = next(plan)
+                continue
+            ep, wait = step
             try:
                 return await run_leg(
-                    ep, aop, waiters, offload, retries=0, wait=False, deadline=deadline
-                )
-            except CircuitOpenError as exc:
-                attempts.append((ep.name, exc))
-            except EndpointSaturated as exc:
-                attempts.append((ep.name, exc))
-                saturated.append(ep)
-            except EndpointError as exc:
-                mux._note_leg_failure(op, ep, exc, router, attempts)
-                sent += 1
-                if isinstance(exc, NotFound):
-                    missing.append(exc)
-        if saturated and not sent:
-            # Every available endpoint was busy: wait for a slot on the least loaded.
-            ep = min(saturated, key=lambda e: e.limiter.in_flight)
-            try:
-                return await run_leg(
-                    ep, aop, waiters, offload, retries=0, wait=True, deadline=deadline
+                    ep, aop, waiters, offload, retries=0, wait=wait, deadline=deadline
                 )
             except EndpointError as exc:
-                mux._note_leg_failure(op, ep, exc, router, attempts)
-                sent += 1
-                if isinstance(exc, NotFound):
-                    missing.append(exc)
-        if missing and len(missing) == sent:
-            raise missing[-1]  # every endpoint that answered says: no such key
-        if not sent:
-            break  # every endpoint is open: another round cannot help
-        rounds = rounds or mux._rounds(order)
-        if round_no + 1 >= rounds or not await _backoff(mux, round_no, order, deadline):
-            break
-        round_no += 1
-    raise NoHealthyEndpoint(op.name, attempts) from (attempts[-1][1] if attempts else None)
-
-
-async def _backoff(
-    mux: Multiplexer, round_no: int, order: Sequence[Endpoint], deadline: float | None
-) -> bool:
-    """``Multiplexer._backoff`` with ``asyncio.sleep``; False when the deadline forbids it."""
-    base = min(ep.config.backoff_base_s for ep in order)
-    cap = max(ep.config.backoff_cap_s for ep in order)
-    delay = backoff_delay(round_no, base, cap)
-    if deadline is not None and mux._clock.monotonic() + delay >= deadline:
-        return False
-    await asyncio.sleep(delay)
-    return True
+                step = plan.throw(exc)
+    finally:
+        plan.close()

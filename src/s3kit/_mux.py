@@ -29,7 +29,7 @@ import logging
 import os
 import random
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, BinaryIO
 
@@ -765,6 +765,37 @@ class Multiplexer:
         first_round: int = 0,
         attempts: list[tuple[str, BaseException]] | None = None,
     ) -> dict[str, Any]:
+        plan = self._failover_plan(op, strategy, deadline, members, first_round, attempts)
+        try:
+            step = next(plan)
+            while True:
+                if isinstance(step, float):
+                    self._clock.sleep(step)
+                    step = next(plan)
+                    continue
+                ep, wait = step
+                try:
+                    return ep.run(op, retries=0, wait=wait, deadline=deadline)
+                except EndpointError as exc:
+                    step = plan.throw(exc)
+        finally:
+            plan.close()  # at once: a suspended generator left to the collector costs more
+
+    def _failover_plan(
+        self,
+        op: _ops.Op,
+        strategy: str | Router | None,
+        deadline: float | None,
+        members: Sequence[Endpoint] | None = None,
+        first_round: int = 0,
+        attempts: list[tuple[str, BaseException]] | None = None,
+    ) -> Generator[tuple[Endpoint, bool] | float, None, None]:
+        """The failover loop without its I/O, driven by :meth:`_failover` and by the asyncio
+        core alike: yields ``(endpoint, wait)`` for a leg to run (``retries=0``; ``wait``: may
+        wait for a slot) or a float, the seconds to sleep before the next round. The driver
+        returns the first leg's result and throws a failed leg's :class:`EndpointError` back in.
+        Ends by raising :class:`NoHealthyEndpoint`, or an error that must not fail over.
+        """
         router = self._router_for(strategy)
         if attempts is None:
             attempts = []
@@ -772,10 +803,13 @@ class Multiplexer:
         order = self._rank(candidates, op, router)
         # How many rounds: asked only once a round has failed (most calls end in their first).
         rounds = self._rounds(order) if first_round else 0
-        if first_round and (
-            first_round >= rounds or not self._backoff(first_round - 1, order, deadline)
-        ):
-            raise NoHealthyEndpoint(op.name, attempts) from (attempts[-1][1] if attempts else None)
+        if first_round:
+            delay = self._backoff_delay(first_round - 1, order, deadline)
+            if first_round >= rounds or delay is None:
+                raise NoHealthyEndpoint(op.name, attempts) from (
+                    attempts[-1][1] if attempts else None
+                )
+            yield delay
         round_no = first_round
         while True:
             if round_no:
@@ -785,7 +819,7 @@ class Multiplexer:
             missing: list[NotFound] = []
             for ep in order:
                 try:
-                    return ep.run(op, retries=0, wait=False, deadline=deadline)
+                    yield ep, False
                 except CircuitOpenError as exc:
                     attempts.append((ep.name, exc))
                 except EndpointSaturated as exc:
@@ -800,7 +834,7 @@ class Multiplexer:
                 # Every available endpoint was busy: wait for a slot on the least loaded.
                 ep = min(saturated, key=lambda e: e.limiter.in_flight)
                 try:
-                    return ep.run(op, retries=0, wait=True, deadline=deadline)
+                    yield ep, True
                 except EndpointError as exc:
                     self._note_leg_failure(op, ep, exc, router, attempts)
                     sent += 1
@@ -811,8 +845,12 @@ class Multiplexer:
             if not sent:
                 break  # every endpoint is open: another round cannot help
             rounds = rounds or self._rounds(order)
-            if round_no + 1 >= rounds or not self._backoff(round_no, order, deadline):
+            if round_no + 1 >= rounds:
                 break
+            delay = self._backoff_delay(round_no, order, deadline)
+            if delay is None:
+                break
+            yield delay
             round_no += 1
         raise NoHealthyEndpoint(op.name, attempts) from (attempts[-1][1] if attempts else None)
 
@@ -821,15 +859,17 @@ class Multiplexer:
         """Rounds over the endpoints a failover may make: 1 + the most retries any allows."""
         return 1 + max(ep.config.retries for ep in order)
 
-    def _backoff(self, round_no: int, order: Sequence[Endpoint], deadline: float | None) -> bool:
-        """Sleep before the round after ``round_no``; False when the deadline forbids it."""
+    def _backoff_delay(
+        self, round_no: int, order: Sequence[Endpoint], deadline: float | None
+    ) -> float | None:
+        """Seconds to wait before the round after ``round_no``; None when the deadline
+        forbids it."""
         base = min(ep.config.backoff_base_s for ep in order)
         cap = max(ep.config.backoff_cap_s for ep in order)
         delay = backoff_delay(round_no, base, cap)
         if deadline is not None and self._clock.monotonic() + delay >= deadline:
-            return False
-        self._clock.sleep(delay)
-        return True
+            return None
+        return float(delay)
 
     def _note_leg_failure(
         self,
