@@ -539,21 +539,14 @@ class ObstoreTransport:
     def _map(self, exc: BaseException, operation: str) -> Exception:
         return map_obstore_error(exc, self._cfg.name, operation)
 
-    def _failed(self, exc: Exception, operation: str) -> Exception:
-        """The s3kit error for ``exc`` raised by an obstore call (or by building its store)."""
-        if isinstance(exc, EndpointError):
-            exc.operation = exc.operation or operation
-            return exc
-        return self._map(exc, operation)
-
     def _call(self, operation: str, fn: Callable[[], _T]) -> _T:
         try:
             return fn()
+        except EndpointError as exc:
+            exc.operation = exc.operation or operation
+            raise
         except Exception as exc:
-            failed = self._failed(exc, operation)
-            if failed is exc:
-                raise
-            raise failed from exc
+            raise self._map(exc, operation) from exc
 
     # ------------------------------------------------------------- operations
     def head_object(
@@ -573,8 +566,11 @@ class ObstoreTransport:
             # get(head=True) rather than head(): head() drops Content-Type and metadata.
             result = self._get(self._store(bucket, _CALL, timeout), key, options=options)
             meta, attributes = result.meta, result.attributes
+        except EndpointError as exc:  # from building the store (credentials)
+            exc.operation = exc.operation or "head_object"
+            raise
         except Exception as exc:
-            raise self._failed(exc, "head_object") from exc
+            raise self._map(exc, "head_object") from exc
         return _head_shape(meta, attributes)
 
     def get_object(
@@ -599,8 +595,11 @@ class ObstoreTransport:
             result = self._get(self._store(bucket, _STREAM, timeout), key, options=options)
             data = bytes(result.bytes())  # a cut body raises
             meta, attributes = result.meta, result.attributes
+        except EndpointError as exc:  # from building the store (credentials)
+            exc.operation = exc.operation or "get_object"
+            raise
         except Exception as exc:
-            raise self._failed(exc, "get_object") from exc
+            raise self._map(exc, "get_object") from exc
         shape = _head_shape(meta, attributes)
         shape["ContentLength"] = len(data)
         if byte_range is not None:
