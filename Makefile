@@ -66,9 +66,12 @@ test-scale: $(VENV)/.test
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m scale
 
 # The full fault matrix (the quick subset runs in make test), and the longer fault tests of the
-# integration suite (a stalled endpoint, hedging against a slow replica, background probes).
+# integration suite (a stalled or killed endpoint, a replica down during writes, deletes and
+# repair, a killed process's ledger, hedging against a slow replica, background probes, an
+# fsspec read across a kill) on both transports; they keep make test under 10 minutes.
 test-faults: $(VENV)/.test
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m faults tests/faults tests/integration
+	S3KIT_TRANSPORT=obstore $(BIN)/python -m pytest -q -p no:cacheprovider -m faults tests/integration
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check src tests

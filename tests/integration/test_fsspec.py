@@ -421,6 +421,7 @@ def test_pickle_with_only_a_multiplexer_raises(config: Path) -> None:
             S3KitFileSystem(multiplexer="not a multiplexer")  # type: ignore[arg-type]
 
 
+@pytest.mark.faults  # longer: in make test-faults with the fault matrix
 @pytest.mark.timeout(120)
 def test_dataset_read_survives_a_server_killed_mid_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

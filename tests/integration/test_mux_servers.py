@@ -299,6 +299,7 @@ def test_replicate_writes_byte_identical_copies(
         assert got == data
 
 
+@pytest.mark.faults  # longer: in make test-faults with the fault matrix
 @pytest.mark.timeout(120)
 def test_replicate_min_success_with_one_server_killed(
     fresh_pool: PoolFactory, tmp_path: Path

@@ -224,6 +224,7 @@ def test_hedged_reads_cut_the_tail(
 
 
 # --------------------------------------------------------------------------- writes
+@pytest.mark.faults  # longer: in make test-faults with the fault matrix
 @pytest.mark.timeout(180)
 def test_quorum_writes_with_a_replica_down_then_repair(
     fresh_pool: Callable[[], S3ServerPool], tmp_path: Path
@@ -289,6 +290,7 @@ def test_quorum_writes_with_a_replica_down_then_repair(
 SLOW_BREAKER = {**FAST, "breaker_open_s": 30.0, "breaker_max_open_s": 60.0}
 
 
+@pytest.mark.faults  # longer: in make test-faults with the fault matrix
 @pytest.mark.timeout(120)
 def test_repair_skips_a_member_still_down_then_repairs_it_while_its_breaker_is_open(
     fresh_pool: Callable[[], S3ServerPool], tmp_path: Path
@@ -354,6 +356,7 @@ CRASHING_WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.faults  # longer: in make test-faults with the fault matrix
 @pytest.mark.timeout(180)
 def test_the_ledger_survives_a_killed_process(
     fresh_pool: Callable[[], S3ServerPool], tmp_path: Path
@@ -403,6 +406,7 @@ def test_the_ledger_survives_a_killed_process(
     assert len(first) == 20 and first == second == third
 
 
+@pytest.mark.faults  # longer: in make test-faults with the fault matrix
 @pytest.mark.timeout(120)
 def test_a_delete_while_a_replica_is_down_is_not_resurrected(
     fresh_pool: Callable[[], S3ServerPool], tmp_path: Path
@@ -512,7 +516,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
 def test_a_hedged_download_races_a_slow_replica(
     proxied: tuple[S3ServerPool, list[FaultProxy]], tmp_path: Path
 ) -> None:
-    """r0 holds its answer for 1.5 s: after the hedge delay the download starts on r1 too, r1's
+    """r0 holds its answer for 2.5 s: after the hedge delay the download starts on r1 too, r1's
     complete copy wins, and r0's leg stops at its first chunk and removes its file."""
     pool, proxies = proxied
     key = f"hedge-dl/{uuid.uuid4().hex}"
@@ -525,16 +529,18 @@ def test_a_hedged_download_races_a_slow_replica(
     counted: list[int] = []
     hedge = {"delay_s": 0.05, "max_extra": 1.0}
     with proxied_mux(proxies, tmp_path, strategy="priority", hedge=hedge) as mux:
-        proxies[0].set_mode("latency", delay_s=1.5, count=1)
+        proxies[0].set_mode("latency", delay_s=2.5, count=1)
         try:
             result = mux.download_file(BUCKET, key, str(out), callback=counted.append)
         finally:
             proxies[0].set_mode("pass")
-        assert result["Endpoint"] == "r1" and result["Path"] == str(out)
-        assert out.read_bytes() == body and sum(counted) == len(body)
         stats = mux.hedge_stats()["replicas"]
+        # (Once, after ~900 tests in one process, this failed with a 1.5 s hold; not reproduced
+        # since, under load either: the hold is longer now and a failure says what happened.)
+        assert result["Endpoint"] == "r1" and result["Path"] == str(out), (result, stats)
+        assert out.read_bytes() == body and sum(counted) == len(body)
         assert (stats["hedges"], stats["hedge_wins"], stats["by_endpoint"]) == (1, 1, {"r1": 1})
-        # the loser answers after 1.5 s, gives up at its first chunk and removes its file
+        # the loser answers after 2.5 s, gives up at its first chunk and removes its file
         wait_until(lambda: os.listdir(target) == ["out.bin"])
         assert proxies[0].stats["faults_injected"]["latency"] == 1
     assert sum(counted) == len(body)  # the loser's bytes were never counted
