@@ -23,9 +23,13 @@ $(VENV)/.test: $(BIN)/python pyproject.toml
 demo: $(VENV)/.cli
 	$(BIN)/s3kit demo
 
+# Lint (ruff, mypy: CPU-bound) runs beside the suite (mostly waiting on its servers), its output
+# printed after the tests; either failing fails make test.
 test: $(VENV)/.test
-	$(MAKE) --no-print-directory lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not faults and not scale" --ignore=tests/matrix
+	@$(MAKE) --no-print-directory lint > .lint.log 2>&1 & lint=$$!; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not faults and not scale" --ignore=tests/matrix; \
+	tests=$$?; wait $$lint; linted=$$?; cat .lint.log; rm -f .lint.log; \
+	test $$tests -eq 0 && test $$linted -eq 0
 
 # make test's integration-level tests again with obstore as the default transport (issue 9:
 # the whole integration suite, the guide's code and the quick faults on both transports).
