@@ -464,7 +464,7 @@ class Endpoint:
         self, bucket: str, key: str, *, timeout: float | None = None, **extra: Any
     ) -> dict[str, Any]:
         op = _ops.head_object(check_bucket(bucket), check_key(key), extra or None)
-        return self._execute(op, timeout if timeout is None else check_timeout(timeout))
+        return self._execute(op, check_timeout(timeout))
 
     def get_object(
         self,
@@ -476,10 +476,10 @@ class Endpoint:
         **extra: Any,
     ) -> dict[str, Any]:
         """GET with the whole body read (as bytes) inside the retry and the concurrency slot."""
-        if range is not None:
-            range = check_optional_str(range, "range")
-        op = _ops.get_object(check_bucket(bucket), check_key(key), range, extra or None)
-        return self._execute(op, timeout if timeout is None else check_timeout(timeout))
+        op = _ops.get_object(
+            check_bucket(bucket), check_key(key), check_optional_str(range, "range"), extra or None
+        )
+        return self._execute(op, check_timeout(timeout))
 
     def put_object(
         self,

@@ -707,8 +707,6 @@ class Multiplexer:
         return True  # throttle, transient, endpoint failure
 
     def _deadline(self, timeout: float | None) -> float | None:
-        if timeout is None:
-            return None
         t = check_timeout(timeout)
         return None if t is None else self._clock.monotonic() + t
 
@@ -1010,9 +1008,9 @@ class Multiplexer:
         timeout: float | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
-        if range is not None:
-            range = check_optional_str(range, "range")
-        op = _ops.get_object(check_bucket(bucket), check_key(key), range, extra or None)
+        op = _ops.get_object(
+            check_bucket(bucket), check_key(key), check_optional_str(range, "range"), extra or None
+        )
         return self._run(op, endpoint, strategy, self._deadline(timeout))
 
     def head_object(

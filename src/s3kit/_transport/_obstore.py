@@ -524,8 +524,7 @@ class ObstoreTransport:
     def _native(self, key: str) -> bool:
         if _NOT_NATIVE.search(key) is not None:
             return False
-        runtime = _runtime_pid
-        if runtime is None or runtime == _pid.current():  # as _obstore_usable(), inline
+        if _obstore_usable():
             return True
         if not self._fork_warned:
             self._fork_warned = True
