@@ -28,6 +28,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from glob import has_magic  # as fsspec's own expand_path
 from typing import IO, Any
 
 import fsspec  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -290,7 +291,8 @@ class S3KitFileSystem(AbstractFileSystem, metaclass=_Meta):  # type: ignore[misc
         detail: bool = False,
         **kwargs: Any,
     ) -> Any:
-        """Every file under ``path`` (with ``withdirs``, the directories too), sorted.
+        """Every file under ``path`` (with ``withdirs``, the directories too, those stored as a
+        "directory marker" object ``dir/`` with ``"marker": True`` in their details), sorted.
 
         One flat listing of the prefix, fetched a page at a time (``iter_objects``), instead of
         one listing per directory level; with ``maxdepth``, or at the root, fsspec's own walk.
@@ -303,6 +305,7 @@ class S3KitFileSystem(AbstractFileSystem, metaclass=_Meta):  # type: ignore[misc
         prefix = f"{key}/" if key else ""
         out: dict[str, dict[str, Any]] = {}
         dirs: set[str] = set()  # below path, each with its parents
+        markers: set[str] = set()  # directories with a "directory marker" object
         listed = False
 
         def add_dir(name: str) -> None:
@@ -319,6 +322,7 @@ class S3KitFileSystem(AbstractFileSystem, metaclass=_Meta):  # type: ignore[misc
                     if name.endswith("/"):  # a "directory marker" object: a directory
                         if withdirs:
                             add_dir(name.rstrip("/"))
+                            markers.add(f"{bucket}/{name.rstrip('/')}")
                         continue
                     if withdirs:
                         add_dir(name.rpartition("/")[0])
@@ -330,6 +334,8 @@ class S3KitFileSystem(AbstractFileSystem, metaclass=_Meta):  # type: ignore[misc
                 out.setdefault(name, self._dir_info(name))
             if listed or not key:
                 out[path] = self._dir_info(path)  # the directory itself, as fsspec does
+            for name in markers & out.keys():
+                out[name]["marker"] = True
         if not out and key:
             with contextlib.suppress(FileNotFoundError):
                 out[path] = self._head(path, bucket, key)
@@ -551,21 +557,33 @@ class S3KitFileSystem(AbstractFileSystem, metaclass=_Meta):  # type: ignore[misc
         self.rm_file(path)
 
     def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
-        """Delete files; with ``recursive=True`` every key under a prefix. Buckets are kept.
+        """Delete files; with ``recursive=True`` every key under a prefix, the "directory
+        marker" objects (``dir/``) of the prefix and its subdirectories too. Buckets are kept.
 
         Several files are deleted with DeleteObjects, 1000 keys a request, on every endpoint.
         Raises ``OSError`` naming the endpoints (and keys) that were not deleted, once every
         endpoint was asked.
         """
-        paths = self.expand_path(path, recursive=recursive, maxdepth=maxdepth)
+        markers: list[str] = []
+        if recursive and maxdepth is None and isinstance(path, str) and not has_magic(path):
+            found = self.find(path, withdirs=True, detail=True)  # what expand_path would list
+            if not found:
+                raise _not_found(path)
+            paths = list(found)
+            markers = [name for name, info in found.items() if info.get("marker")]
+        else:
+            paths = self.expand_path(path, recursive=recursive, maxdepth=maxdepth)
         files = self._files_among(paths)
-        if len(files) == 1:
+        if len(files) == 1 and not markers:
             self.rm_file(files[0])
             return
         by_bucket: dict[str, list[str]] = {}
         for p in files:
             bucket, key = self.split_path(p)
             by_bucket.setdefault(bucket, []).append(key)
+        for p in markers:
+            bucket, key = self.split_path(p)
+            by_bucket.setdefault(bucket, []).append(f"{key}/")
         failures: list[str] = []
         cause: BaseException | None = None
         for bucket, keys in by_bucket.items():

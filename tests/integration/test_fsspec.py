@@ -257,8 +257,19 @@ def test_cat_pipe_cp_rm(fs: S3KitFileSystem, pool: S3ServerPool) -> None:
     seed(pool, "tree/x/1.txt", b"1")
     seed(pool, "tree/x/2.txt", b"2")
     seed(pool, "tree/3.txt", b"3")
+    markers = ("tree/", "tree/x/", "tree/empty/")  # "directory marker" objects, as consoles make
+    for marker in markers:
+        seed(pool, marker, b"")
+    found = fs.find(f"{BUCKET}/tree", withdirs=True, detail=True)
+    assert {n for n, i in found.items() if i.get("marker")} == {
+        f"{BUCKET}/tree",
+        f"{BUCKET}/tree/x",
+        f"{BUCKET}/tree/empty",
+    }
     fs.rm(f"{BUCKET}/tree", recursive=True)
-    assert not any(_has(s, k) for s in pool for k in ("tree/x/1.txt", "tree/x/2.txt", "tree/3.txt"))
+    gone = ("tree/x/1.txt", "tree/x/2.txt", "tree/3.txt", *markers)
+    assert not any(_has(s, k) for s in pool for k in gone)
+    assert not fs.exists(f"{BUCKET}/tree")
 
 
 @pytest.mark.timeout(120)
