@@ -689,7 +689,7 @@ def _delete_batch(
     done = {str(d.get("Key")): d for d in result.get("Deleted") or []}
     where: dict[str, Any] = {"Endpoint": result.get("Endpoint")}
     served = result.get("Endpoints") or []
-    if len(served) > 1:  # a replica set's members, or the owners of key-hash
+    if len(served) > 1 and s.mux.replica_groups:  # every member was asked
         where["Endpoints"] = served
     if s.mux.replica_groups and (len(served) > 1 or "Pending" in result):
         where["Pending"] = result.get("Pending") or []
@@ -701,7 +701,8 @@ def _delete_batch(
             failed.append({"path": target.text, "error": message})
             _error(f"delete {target.text}: {message}")
             continue
-        deleted.append({**done.get(key, {}), "Bucket": loc.bucket, "Key": key, **where})
+        # under key-hash each entry names its key's owner: that wins over the batch's first
+        deleted.append({**where, **done.get(key, {}), "Bucket": loc.bucket, "Key": key})
         if not s.json:
             print(f"delete: {target.text}")
 

@@ -1342,7 +1342,10 @@ class Multiplexer:
                 ) -> dict[str, Any]:
                     return ep.run(op, deadline=self._deadline(t))
 
-                results.append(_extras.delete_batches(on_owner, bucket, owned, quiet))
+                result = _extras.delete_batches(on_owner, bucket, owned, quiet)
+                for entry in (*result["Deleted"], *result["Errors"]):
+                    entry["Endpoint"] = name  # each key's owner: batches mix them
+                results.append(result)
             return _extras.merge_deletes(bucket, results)
         pinned = endpoint
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from s3kit import Multiplexer
 from s3kit._cli import main as cli_main
 from s3kit.testing import FaultProxy, S3Server, S3ServerPool
 
@@ -330,6 +331,28 @@ def test_rm_recursive_deletes_in_batches(
     assert stats["requests"] == 4  # 2 pages of ListObjectsV2 + 2 DeleteObjects
     left = seeder.list_objects_v2(Bucket=bucket, Prefix=prefix)
     assert left.get("KeyCount") == 0
+
+
+def test_rm_recursive_under_key_hash_names_each_keys_owner(
+    servers: S3ServerPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = unique()
+    config = tmp_path / "key-hash.toml"
+    text = CONFIG.format(primary=servers[0].url, backup=servers[1].url)
+    config.write_text(text.replace('strategy = "priority"', 'strategy = "key-hash"'))
+    for name, value in cli_env().items():
+        if name.startswith("S3KIT_CLI_"):
+            monkeypatch.setenv(name, value)
+    keys = [f"{prefix}/k{i:02d}" for i in range(12)]
+    with Multiplexer.from_config(config) as mux:  # the CLI's configuration, to seed and ask
+        owner = {key: mux.put_object(BUCKET, key, b"k")["Endpoint"] for key in keys}
+    assert set(owner.values()) == {"primary", "backup"}
+    run = make_runner(tmp_path, config)
+    out = json.loads(run("rm", "-r", f"s3://{BUCKET}/{prefix}", "--json").stdout)
+    assert out["failed"] == []
+    assert {d["Key"]: d["Endpoint"] for d in out["deleted"]} == owner
+    assert all("Endpoints" not in d for d in out["deleted"])
+    assert keys_on(servers[0], prefix) == [] and keys_on(servers[1], prefix) == []
 
 
 def test_health_and_stats_with_all_up(run: Run) -> None:

@@ -369,11 +369,13 @@ def test_delete_objects_routing(moto_server: S3Server, nanio_server: S3Server) -
         keys = [f"{base}kh{i:02d}" for i in range(20)]
         for key in keys:
             mux.put_object(BUCKET, key, b"k")
-        owners = {mux.head_object(BUCKET, key)["Endpoint"] for key in keys}
-        assert owners == {"moto", "nanio"}
+        owner_of = {key: mux.head_object(BUCKET, key)["Endpoint"] for key in keys}
+        assert set(owner_of.values()) == {"moto", "nanio"}
         result = mux.delete_objects(BUCKET, keys)
         assert sorted(result["Endpoints"]) == ["moto", "nanio"]
         assert sorted(d["Key"] for d in result["Deleted"]) == keys
+        # each key names its own owner, not the batch's first endpoint
+        assert {d["Key"]: d["Endpoint"] for d in result["Deleted"]} == owner_of
         assert list(mux.iter_objects(BUCKET, base)) == []
 
 
