@@ -27,6 +27,7 @@ __all__ = ["Row", "run_bench"]
 
 BUCKET = "bench-bucket"
 KEY = "small/1k.bin"
+UVLOOP = "on uvloop"  # the suffix of the asyncio rows run on uvloop
 
 
 @dataclass
@@ -152,6 +153,16 @@ def _raw_obstore(url: str, ak: str, sk: str) -> Any:
 # (ETag, size, Last-Modified, Content-Type, user metadata). Converting those to Python objects
 # is part of obstore's cost; the bare "obstore raw" GET reads none of it.
 RAW_META = "obstore raw + metadata"
+# s3kit's download_file is durable: a temp file, fsynced, then renamed. Raw obstore (and
+# s3transfer) leave the bytes in the page cache; this row does what s3kit does, by hand.
+RAW_FSYNC = "obstore raw + fsync"
+S3T_FSYNC = "boto3 s3transfer + fsync"
+# What each s3kit row is also compared with, besides plain boto3: its library used raw, and
+# used raw doing the same work s3kit must do.
+RAW_BASES = {
+    "s3kit (obstore)": ("obstore raw", RAW_META, RAW_FSYNC),
+    "s3kit (boto3)": (S3T_FSYNC,),
+}
 _HEAD: Any = {"head": True}
 
 
@@ -245,7 +256,7 @@ def _large_child(args: tuple[str, str, str, str, str, int]) -> tuple[float, floa
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     dst = os.path.join(tmp, "out.bin")
-    if variant == "boto3 s3transfer":
+    if variant in ("boto3 s3transfer", S3T_FSYNC):
         config = TransferConfig(
             multipart_threshold=MULTIPART_THRESHOLD,
             multipart_chunksize=MULTIPART_THRESHOLD,
@@ -256,8 +267,11 @@ def _large_child(args: tuple[str, str, str, str, str, int]) -> tuple[float, floa
                 manager.upload(src, BUCKET, key).result()
             else:
                 manager.download(BUCKET, key, dst).result()
-    elif variant == "obstore raw":
-        _obstore_transfer(direction, url, ak, sk, key, src, dst)
+        if variant == S3T_FSYNC:  # s3transfer renamed its temp file into place
+            with open(dst, "rb+") as fh:
+                os.fsync(fh.fileno())
+    elif variant in ("obstore raw", RAW_FSYNC):
+        _obstore_transfer(direction, url, ak, sk, key, src, dst, durable=variant == RAW_FSYNC)
     elif variant == "s3kit (obstore)":
         fast = s3_kit().create_s3_endpoint_handler(url, ak, sk, transport="obstore")
         if direction == "up":
@@ -285,7 +299,7 @@ def bench_large(url: str, ak: str, sk: str, *, size_mb: int, reps: int) -> list[
         for direction in ("up", "down"):
             samples: dict[str, list[tuple[float, float]]] = {}
             for _ in range(reps):
-                for variant in _large_variants():
+                for variant in _large_variants(direction):
                     job = (variant, direction, url, ak, sk, size_mb)
                     samples.setdefault(variant, []).append(pool.submit(_large_child, job).result())
             for variant, runs in samples.items():
@@ -495,21 +509,16 @@ def bench_scaling(
 
 
 def _ratios(rows: list[Row]) -> list[dict[str, Any]]:
-    """Every variant against plain boto3 in the same group, and s3kit's obstore transport
-    against raw obstore: CPU per op and throughput ratios."""
+    """Every variant against plain boto3 in the same group, and each s3kit transport against
+    the raw rows of its library (doing the same work): CPU per op and throughput ratios."""
     out = []
     plain = ("boto3 shared client", "boto3 s3transfer")
-    boto = {(r.scenario, r.threads): r for r in rows if r.variant in plain}
-    raw = {(r.scenario, r.threads): r for r in rows if r.variant == "obstore raw"}
-    raw_meta = {(r.scenario, r.threads): r for r in rows if r.variant == RAW_META}
+    by = {(r.scenario, r.threads, r.variant): r for r in rows}
     for r in rows:
         if r.variant in plain:
             continue
-        bases = [boto.get((r.scenario, r.threads))]
-        if r.variant == "s3kit (obstore)":
-            bases.append(raw.get((r.scenario, r.threads)))
-            bases.append(raw_meta.get((r.scenario, r.threads)))
-        for b in bases:
+        names = [*plain, *RAW_BASES.get(r.variant, ())]
+        for b in (by.get((r.scenario, r.threads, name)) for name in names):
             if b is None:
                 continue
             ratio: dict[str, Any] = {
@@ -645,8 +654,20 @@ def _print_report(report: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------- async scenario
-def _timed_async(make: Callable[[], Any], ops: int, in_flight: int) -> tuple[float, float]:
-    """Run ``ops`` awaits of ``make()`` with ``in_flight`` at once: (wall s, CPU s)."""
+def _uvloop() -> Any:
+    """The ``uvloop`` module when installed (the ``async`` extra), else None."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop
+
+
+def _timed_async(
+    make: Callable[[], Any], ops: int, in_flight: int, loop: str = "asyncio"
+) -> tuple[float, float]:
+    """Run ``ops`` awaits of ``make()`` with ``in_flight`` at once on a new event loop of
+    kind ``loop`` (asyncio's default, or uvloop): (wall s, CPU s)."""
     import asyncio
 
     per = ops // in_flight
@@ -660,6 +681,9 @@ def _timed_async(make: Callable[[], Any], ops: int, in_flight: int) -> tuple[flo
         await asyncio.gather(*(worker() for _ in range(in_flight)))
         return time.perf_counter() - t0, time.process_time() - cpu0
 
+    if loop == "uvloop":
+        result: tuple[float, float] = _uvloop().run(main())
+        return result
     return asyncio.run(main())
 
 
@@ -668,7 +692,8 @@ def bench_async(
 ) -> list[Row]:
     """Small GETs: asyncio with ``in_flight`` at once through AsyncMultiplexer on obstore and
     with raw obstore ``get_async``, against s3kit/obstore and raw boto3 on ``threads``
-    threads (all interleaved in the same run)."""
+    threads (all interleaved in the same run). The asyncio rows run on asyncio's default
+    loop and, when uvloop is installed, again on uvloop."""
     from ._async import AsyncMultiplexer
     from ._mux import Multiplexer
 
@@ -693,22 +718,25 @@ def bench_async(
         "boto3 shared client": lambda: shared.get_object(Bucket=BUCKET, Key=KEY)["Body"].read(),
         "s3kit (obstore)": lambda: threaded.get_object(BUCKET, KEY)["Body"],
     }
-    coros: dict[str, Callable[[], Any]] = {
-        "obstore raw async": raw_get,
-        "s3kit async (obstore)": lambda: amux.get_object(BUCKET, KEY),
+    coros: dict[str, tuple[Callable[[], Any], str]] = {
+        "obstore raw async": (raw_get, "asyncio"),
+        "s3kit async (obstore)": (lambda: amux.get_object(BUCKET, KEY), "asyncio"),
     }
+    if _uvloop() is not None:
+        coros[f"obstore raw async {UVLOOP}"] = (raw_get, "uvloop")
+        coros[f"s3kit async (obstore) {UVLOOP}"] = (lambda: amux.get_object(BUCKET, KEY), "uvloop")
     n_ops = max(2 * ops, 2 * in_flight)  # twice the small rows: asyncio needs whole rounds
     n_ops -= n_ops % in_flight
     samples: dict[str, list[tuple[float, float]]] = {n: [] for n in (*sync, *coros)}
     for fn in sync.values():  # warm up connections and caches
         _timed(fn, threads * 4, threads)
-    for make in coros.values():
-        _timed_async(make, in_flight * 2, in_flight)
+    for make, loop in coros.values():
+        _timed_async(make, in_flight * 2, in_flight, loop)
     for _ in range(reps):
         for name, fn in sync.items():
             samples[name].append(_timed(fn, n_ops, threads))
-        for name, make in coros.items():
-            samples[name].append(_timed_async(make, n_ops, in_flight))
+        for name, (make, loop) in coros.items():
+            samples[name].append(_timed_async(make, n_ops, in_flight, loop))
     threaded.close()
     import asyncio
 
@@ -719,7 +747,7 @@ def bench_async(
         done = (n_ops // width) * width
         wall = statistics.median(w for w, _ in runs)
         cpu = statistics.median(c for _, c in runs)
-        extra = {"in_flight": width, "mode": "asyncio" if name in coros else "threads"}
+        extra = {"in_flight": width, "mode": coros[name][1] if name in coros else "threads"}
         rows.append(
             Row("async small get", name, width, done, wall, cpu / done * 1e3, done / wall, extra)
         )
@@ -729,53 +757,56 @@ def bench_async(
 def _async_ratios(rows: list[Row]) -> list[dict[str, Any]]:
     """The asyncio rows against the threaded ones (different widths: not in ``_ratios``)."""
     by = {r.variant: r for r in rows if r.scenario == "async small get"}
-    mine = by.get("s3kit async (obstore)")
-    if mine is None:
-        return []
+    pairs = [
+        (mine, base)
+        for suffix in ("", f" {UVLOOP}")
+        for mine, base in (
+            (f"s3kit async (obstore){suffix}", "s3kit (obstore)"),
+            (f"s3kit async (obstore){suffix}", f"obstore raw async{suffix}"),
+            (f"s3kit async (obstore){suffix}", "boto3 shared client"),
+            (f"obstore raw async{suffix}", "boto3 shared client"),
+        )
+    ]
     out = []
-    for base in ("s3kit (obstore)", "obstore raw async", "boto3 shared client"):
-        b = by.get(base)
-        if b is None:
+    for mine_name, base_name in pairs:
+        mine, base = by.get(mine_name), by.get(base_name)
+        if mine is None or base is None:
             continue
         out.append(
             {
                 "scenario": mine.scenario,
-                "variant": f"{mine.variant} / {b.variant}",
-                "threads": f"{mine.threads} vs {b.threads}",
-                "cpu_ratio": mine.cpu_ms_per_op / b.cpu_ms_per_op,
-                "throughput_ratio": mine.ops_per_s / b.ops_per_s,
-            }
-        )
-    raw = by.get("obstore raw async")
-    boto = by.get("boto3 shared client")
-    if raw is not None and boto is not None:
-        out.append(
-            {
-                "scenario": mine.scenario,
-                "variant": f"{raw.variant} / {boto.variant}",
-                "threads": f"{raw.threads} vs {boto.threads}",
-                "cpu_ratio": raw.cpu_ms_per_op / boto.cpu_ms_per_op,
-                "throughput_ratio": raw.ops_per_s / boto.ops_per_s,
+                "variant": f"{mine.variant} / {base.variant}",
+                "threads": f"{mine.threads} vs {base.threads}",
+                "cpu_ratio": mine.cpu_ms_per_op / base.cpu_ms_per_op,
+                "throughput_ratio": mine.ops_per_s / base.ops_per_s,
             }
         )
     return out
 
 
 # ------------------------------------------------------- large: the obstore variants
-def _large_variants() -> tuple[str, ...]:
-    """boto3's two, and obstore's two when the extra is installed."""
+def _large_variants(direction: str) -> tuple[str, ...]:
+    """boto3's, and obstore's when the extra is installed (downloads also raw + fsync)."""
     try:
         import obstore  # noqa: F401
     except ImportError:
-        return ("boto3 s3transfer", "s3kit (boto3)")
-    return ("boto3 s3transfer", "s3kit (boto3)", "obstore raw", "s3kit (obstore)")
+        if direction == "up":
+            return ("boto3 s3transfer", "s3kit (boto3)")
+        return ("boto3 s3transfer", S3T_FSYNC, "s3kit (boto3)")
+    if direction == "up":
+        return ("boto3 s3transfer", "s3kit (boto3)", "obstore raw", "s3kit (obstore)")
+    return (
+        "boto3 s3transfer", S3T_FSYNC, "s3kit (boto3)",
+        "obstore raw", RAW_FSYNC, "s3kit (obstore)",
+    )  # fmt: skip
 
 
 def _obstore_transfer(
-    direction: str, url: str, ak: str, sk: str, key: str, src: str, dst: str
+    direction: str, url: str, ak: str, sk: str, key: str, src: str, dst: str, durable: bool
 ) -> None:
     """A large transfer as an obstore user would write it, with s3kit's part size and
-    concurrency: a multipart upload of the file, or a streamed download into a file."""
+    concurrency: a multipart upload of the file, or a streamed download into a file (when
+    ``durable``, into a temp file that is fsynced and renamed, as s3kit's download_file does)."""
     from pathlib import Path
 
     import obstore
@@ -793,6 +824,12 @@ def _obstore_transfer(
             max_concurrency=TRANSFER_CONCURRENCY,
         )
         return
-    with open(dst, "wb") as fh:
+    target = dst + ".part" if durable else dst
+    with open(target, "wb") as fh:
         for chunk in obstore.get(store, key).stream(min_chunk_size=CHUNK):
             fh.write(chunk)
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
+    if durable:
+        os.replace(target, dst)

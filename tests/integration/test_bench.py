@@ -46,5 +46,19 @@ def test_bench_reports_every_variant_and_ratios() -> None:
     for variant in ("s3kit async (obstore)", "obstore raw async", "s3kit (obstore)"):
         assert ("async small get", variant) in variants
     assert ("async small get", "s3kit async (obstore) / s3kit (obstore)") in ratios
+    # the test extra installs uvloop: the asyncio rows run again on it
+    modes = {r["variant"]: r["extra"]["mode"] for r in report["rows"] if "async" in r["variant"]}
+    assert modes["s3kit async (obstore) on uvloop"] == "uvloop"
+    assert modes["obstore raw async on uvloop"] == "uvloop"
+    assert modes["s3kit async (obstore)"] == "asyncio"
+    assert (
+        "async small get",
+        "s3kit async (obstore) on uvloop / obstore raw async on uvloop",
+    ) in ratios
     assert ("large down 9 MiB", "s3kit (obstore)") in variants
     assert ("large up 9 MiB", "s3kit (obstore) / obstore raw") in ratios
+    # downloads also against raw obstore and s3transfer made as durable as s3kit's (fsync)
+    assert ("large down 9 MiB", "obstore raw + fsync") in variants
+    assert ("large up 9 MiB", "obstore raw + fsync") not in variants
+    assert ("large down 9 MiB", "s3kit (obstore) / obstore raw + fsync") in ratios
+    assert ("large down 9 MiB", "s3kit (boto3) / boto3 s3transfer + fsync") in ratios
