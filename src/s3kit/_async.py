@@ -19,7 +19,7 @@ import asyncio
 import concurrent.futures
 import functools
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from typing import Any, BinaryIO, TypeVar
 
 from . import _async_core
@@ -60,6 +60,7 @@ class AsyncMultiplexer:
             max_workers=max_workers, thread_name_prefix="s3kit-async"
         )
         self._waiters = _async_core.Waiters()
+        self._native_cache: tuple[tuple[Endpoint, ...] | None, bool] = (None, False)
 
     async def _offload(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -73,14 +74,22 @@ class AsyncMultiplexer:
         if endpoint is not None:
             ep = mux.endpoints.get(endpoint)
             return ep is None or isinstance(ep.transport, ObstoreTransport)
-        return any(isinstance(ep.transport, ObstoreTransport) for ep in mux._ordered)
+        # _ordered is a new tuple whenever an endpoint is added or removed; one tuple holds
+        # the answer with what it was computed for, so threads never see half an update
+        ordered, any_native = self._native_cache
+        if ordered is not mux._ordered:
+            ordered = mux._ordered
+            any_native = any(isinstance(ep.transport, ObstoreTransport) for ep in ordered)
+            self._native_cache = (ordered, any_native)
+        return any_native
 
-    async def _route(
+    def _route(
         self, aop: AsyncOp, endpoint: str | None, strategy: str | Router | None, timeout: Any
-    ) -> dict[str, Any]:
+    ) -> Coroutine[Any, Any, dict[str, Any]]:
+        """The routed call's coroutine (checked here, at once: a plain function)."""
         t = check_timeout(timeout)
         deadline = None if t is None else self.multiplexer._clock.monotonic() + t
-        return await _async_core.run_routed(
+        return _async_core.run_routed(
             self.multiplexer, aop, endpoint, strategy, deadline, self._waiters, self._offload
         )
 

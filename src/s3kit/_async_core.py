@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -52,12 +52,14 @@ Offload = Callable[[Callable[[], dict[str, Any]]], Awaitable[dict[str, Any]]]
 POLL_S = 0.01
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, eq=False)  # not frozen: its __init__ would cost a call per field
 class AsyncOp:
     """An operation with a coroutine attempt, and the plain :class:`_ops.Op` it mirrors (for
     routing, and for legs that run on the thread pool)."""
 
     op: _ops.Op
+    # Returns the awaitable of one attempt; head and get hand back the transport's coroutine
+    # itself (one coroutine frame fewer to resume per obstore future).
     attempt: Callable[[Endpoint, float | None], Awaitable[dict[str, Any]]]
     native: Callable[[Endpoint], bool]
 
@@ -72,11 +74,11 @@ def _obstore(ep: Endpoint) -> ObstoreTransport | None:
 
 
 def head_object(bucket: str, key: str, extra: Mapping[str, Any] | None) -> AsyncOp:
-    async def attempt(ep: Endpoint, timeout: float | None) -> dict[str, Any]:
+    def attempt(ep: Endpoint, timeout: float | None) -> Awaitable[dict[str, Any]]:
         transport = ep.transport
         assert isinstance(transport, ObstoreTransport)
         phys = ep.config.physical_bucket(bucket)
-        return await transport.head_object_async(phys, key, extra, timeout)
+        return transport.head_object_async(phys, key, extra, timeout)
 
     def native(ep: Endpoint) -> bool:
         transport = _obstore(ep)
@@ -88,11 +90,11 @@ def head_object(bucket: str, key: str, extra: Mapping[str, Any] | None) -> Async
 def get_object(
     bucket: str, key: str, range: str | None, extra: Mapping[str, Any] | None
 ) -> AsyncOp:
-    async def attempt(ep: Endpoint, timeout: float | None) -> dict[str, Any]:
+    def attempt(ep: Endpoint, timeout: float | None) -> Awaitable[dict[str, Any]]:
         transport = ep.transport
         assert isinstance(transport, ObstoreTransport)
         phys = ep.config.physical_bucket(bucket)
-        return await transport.get_object_async(phys, key, range, extra, timeout)
+        return transport.get_object_async(phys, key, range, extra, timeout)
 
     def native(ep: Endpoint) -> bool:
         transport = _obstore(ep)
@@ -288,7 +290,7 @@ async def run_leg(
 
 
 # ------------------------------------------------------------------- routing
-async def run_routed(
+def run_routed(
     mux: Multiplexer,
     aop: AsyncOp,
     endpoint: str | None,
@@ -296,13 +298,14 @@ async def run_routed(
     deadline: float | None,
     waiters: Waiters,
     offload: Offload,
-) -> dict[str, Any]:
-    """``Multiplexer._run`` for calls outside replica sets: named, once, or with failover."""
+) -> Coroutine[Any, Any, dict[str, Any]]:
+    """``Multiplexer._run`` for calls outside replica sets: named, once, or with failover
+    (the coroutine that does it: a plain function, so no frame of its own stays on the way)."""
     if endpoint is not None:
-        return await run_leg(mux._get(endpoint), aop, waiters, offload, deadline=deadline)
+        return run_leg(mux._get(endpoint), aop, waiters, offload, deadline=deadline)
     if aop.op.kind == _ops.DELETE:
-        return await _run_once(mux, aop, strategy, deadline, waiters, offload)
-    return await _failover(mux, aop, strategy, deadline, waiters, offload)
+        return _run_once(mux, aop, strategy, deadline, waiters, offload)
+    return _failover(mux, aop, strategy, deadline, waiters, offload)
 
 
 async def _run_once(

@@ -423,6 +423,7 @@ class ObstoreTransport:
         self._delegate: Boto3Transport | None = None
         self._fork_warned = False
         self._get = obstore.get
+        self._get_async = obstore.get_async
 
     # ----------------------------------------------------------------- stores
     def _store(self, bucket: str, kind: int, timeout: float | None) -> S3Store:
@@ -1038,17 +1039,23 @@ class ObstoreTransport:
         except Exception as exc:
             raise self._map(exc, operation) from exc
 
+    # head and get are written out like their sync twins (no closures, no _acall): each
+    # coroutine frame here is resumed once per obstore future, twice for a GET (issue 9).
     async def head_object_async(
         self, bucket: str, key: str, extra: Mapping[str, Any] | None, timeout: float | None
     ) -> dict[str, Any]:
-        import obstore
-
-        options: GetOptions = (_get_options(extra) or {}) if extra else {}
-        options["head"] = True
-        result = await self._acall(
-            "head_object",
-            lambda: obstore.get_async(self._store(bucket, _CALL, timeout), key, options=options),
-        )
+        options: GetOptions = _HEAD
+        if extra:
+            options = _get_options(extra) or {}
+            options["head"] = True
+        try:
+            store = self._store(bucket, _CALL, timeout)
+            result = await self._get_async(store, key, options=options)
+        except EndpointError as exc:  # from building the store (credentials)
+            exc.operation = exc.operation or "head_object"
+            raise
+        except Exception as exc:
+            raise self._map(exc, "head_object") from exc
         return _head_shape(result.meta, result.attributes)
 
     async def get_object_async(
@@ -1059,19 +1066,19 @@ class ObstoreTransport:
         extra: Mapping[str, Any] | None,
         timeout: float | None,
     ) -> dict[str, Any]:
-        import obstore
-
-        options: GetOptions = (_get_options(extra) or {}) if extra else {}
+        options: GetOptions | None = (_get_options(extra) or {}) if extra else None
         byte_range = None if range is None else _parse_range(range)
         if byte_range is not None:
-            options["range"] = byte_range
-
-        async def fetch() -> tuple[GetResult, bytes]:
+            options = {**(options or {}), "range": byte_range}
+        try:
             store = self._store(bucket, _STREAM, timeout)
-            result = await obstore.get_async(store, key, options=options)
-            return result, bytes(await result.bytes_async())  # a cut body raises
-
-        result, data = await self._acall("get_object", fetch)
+            result = await self._get_async(store, key, options=options)
+            data = bytes(await result.bytes_async())  # a cut body raises
+        except EndpointError as exc:  # from building the store (credentials)
+            exc.operation = exc.operation or "get_object"
+            raise
+        except Exception as exc:
+            raise self._map(exc, "get_object") from exc
         shape = _head_shape(result.meta, result.attributes)
         shape["ContentLength"] = len(data)
         if byte_range is not None:
