@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from ._errors import ConnectionFailed, InvalidArgument, ServiceError
-from ._transport import DownloadState, Prefixed, read_upto
+from ._transport import DownloadState, Prefixed, next_token, read_upto
 
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
@@ -343,6 +343,7 @@ def list_page(
             token,
             timeout,
         )
+        next_token(resp, token, ep.name)  # a page that would loop fails here, on its endpoint
         cursor.served = ep
         resp["Name"] = bucket
         return resp

@@ -81,6 +81,7 @@ from ._configfile import find_config, load_config
 from ._errors import ConfigError, EndpointError, InvalidArgument, NotFound, S3KitError
 from ._ops import READ, Op
 from ._replica import SOURCE_ETAG  # metadata: the ETag of the object a copy was made from
+from ._transport import next_token
 from ._transport._boto3 import MULTIPART_THRESHOLD, map_boto_error
 
 if TYPE_CHECKING:
@@ -263,9 +264,9 @@ def _iter_objects(
             if last is not None and key > last:
                 return
             yield key[cut:], obj
-        if not resp.get("IsTruncated") or not resp.get("NextContinuationToken"):
+        token = next_token(resp, token, "")  # checked by the page's attempt already
+        if token is None:
             return
-        token = str(resp["NextContinuationToken"])
 
 
 def _chunk(
@@ -494,11 +495,13 @@ def _list_page(
 
     def attempt(endpoint: Endpoint, timeout: float | None) -> dict[str, Any]:
         try:
-            return dict(endpoint.client.list_objects_v2(**params))
+            resp = dict(endpoint.client.list_objects_v2(**params))
         except EndpointError:
             raise
         except Exception as exc:
             raise map_boto_error(exc, endpoint.name, "list_objects") from exc
+        next_token(resp, token, endpoint.name)  # a page that would loop fails on its endpoint
+        return resp
 
     return ep.run(Op("list_objects", attempt, READ, bucket))
 

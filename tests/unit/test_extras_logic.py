@@ -216,3 +216,42 @@ def test_delete_objects_under_key_hash_go_to_each_keys_owner() -> None:
     for name, store in stores.items():
         assert sum(store.deletes) == sum(1 for o in owners.values() if o == name)
         assert store.keys == {k for k, o in owners.items() if o != name}
+
+
+class LoopingStore(Store):
+    """A server bug: every truncated page carries the first token again (or none at all)."""
+
+    def __init__(self, keys: Sequence[str], token: str | None) -> None:
+        super().__init__(keys)
+        self.stuck_token = token
+
+    def list_page(self, *args: Any, **kw: Any) -> dict[str, Any]:
+        page = super().list_page(*args, **kw)
+        if page["IsTruncated"]:
+            if self.stuck_token is None:
+                del page["NextContinuationToken"]
+            else:
+                page["NextContinuationToken"] = self.stuck_token
+        return page
+
+
+@pytest.mark.parametrize("token", ["a/1", None])
+def test_a_listing_that_would_loop_fails_over_instead(token: str | None) -> None:
+    stores = {"bad": LoopingStore(KEYS, token), "good": Store(KEYS)}
+    mux = rig(stores, strategy="priority")
+    entries = mux.iter_objects("bk", page_size=2)
+    assert names(entries) == sorted(KEYS)  # every key once: nothing lost, nothing repeated
+    assert entries.endpoints[-1] == "good"
+    # priority asks "bad" first for each page until its breaker opens; a page it answers with a
+    # looping token is an endpoint failure there, and "good" goes on from the last key
+    bad = stores["bad"]
+    pages = -(-len(KEYS) // 2)
+    assert len(bad.pages) <= pages
+    assert mux.stats()["bad"].endpoint_failures >= 1
+
+
+def test_a_listing_that_would_loop_on_its_only_endpoint_raises() -> None:
+    mux = rig({"only": LoopingStore(KEYS, "a/1")})
+    with pytest.raises(NoHealthyEndpoint) as info:
+        list(mux.iter_objects("bk", page_size=2))
+    assert "the continuation token it was sent" in str(info.value.__cause__)

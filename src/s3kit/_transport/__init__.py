@@ -21,8 +21,38 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
 from .._config import EndpointConfig
+from .._errors import ConnectionFailed
 
-__all__ = ["DownloadState", "Prefixed", "Transport", "WriteBack", "make_transport", "read_upto"]
+__all__ = [
+    "DownloadState",
+    "Prefixed",
+    "Transport",
+    "WriteBack",
+    "make_transport",
+    "next_token",
+    "read_upto",
+]
+
+
+def next_token(page: Mapping[str, Any], sent: str | None, endpoint: str) -> str | None:
+    """The continuation token of a ListObjectsV2 page, None after the last page.
+
+    A truncated page whose token is missing, or is the token just sent, is a server bug that
+    would make the listing loop forever: ``ConnectionFailed`` (an endpoint failure, as for a
+    corrupt body), so the listing is retried or goes on at another endpoint.
+    """
+    if not page.get("IsTruncated"):
+        return None
+    token = page.get("NextContinuationToken")
+    if not token or token == sent:
+        problem = "no continuation token" if not token else "the continuation token it was sent"
+        raise ConnectionFailed(
+            f"endpoint {endpoint!r} answered list_objects with a truncated page and {problem}: "
+            "the listing would never end",
+            endpoint=endpoint,
+            operation="list_objects",
+        )
+    return str(token)
 
 
 @dataclass

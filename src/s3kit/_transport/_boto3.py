@@ -48,7 +48,7 @@ from .._errors import (
     ReadTimeout,
     ServiceError,
 )
-from . import DownloadState, Prefixed, read_upto
+from . import DownloadState, Prefixed, next_token, read_upto
 from ._codes import service_error
 
 if TYPE_CHECKING:
@@ -369,7 +369,9 @@ class Boto3Transport:
             if max_keys is not None and len(contents) + len(prefixes) >= max_keys:
                 truncated = True
                 break
-            params["ContinuationToken"] = page["NextContinuationToken"]
+            params["ContinuationToken"] = next_token(
+                page, params.get("ContinuationToken"), self._cfg.name
+            )
         result = {
             k: v
             for k, v in page.items()
