@@ -9,12 +9,15 @@ single-part ones, MD5 of the bodies of a sample and of the multipart ones).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -149,6 +152,39 @@ def _sync(env: Env, src: str, dst: str, tmp_path: Any, **kw: Any) -> dict[str, i
     return bulk.sync(src, dst, config=env.config, **kw)
 
 
+# A Dask worker preload: SIGUSR1 prints every thread's stack to the worker's stderr (which the
+# test's report shows). faulthandler needs no GIL: it works on a worker whose event loop is stuck.
+_STACKS_ON_SIGUSR1 = (
+    "import faulthandler, signal\nfaulthandler.register(signal.SIGUSR1, all_threads=True)\n"
+)
+
+
+def _report_stall(client: Any) -> None:
+    """Evidence for a Dask job that should have ended long ago, printed before the test's
+    timeout: what the scheduler still waits for, each worker's last heartbeat, worker stacks."""
+
+    def waiting(dask_scheduler: Any) -> dict[str, Any]:
+        now = time.time()
+        return {
+            "tasks": {
+                key: (ts.state, ts.processing_on.address if ts.processing_on else None)
+                for key, ts in dask_scheduler.tasks.items()
+                if ts.state != "memory"
+            },
+            "workers": {
+                ws.address: f"{ws.status.name}, last heartbeat {now - ws.last_seen:.0f} s ago"
+                for ws in dask_scheduler.workers.values()
+            },
+            "pids": [ws.pid for ws in dask_scheduler.workers.values()],
+        }
+
+    seen = client.run_on_scheduler(waiting)
+    print("Dask job stalled; scheduler:", seen, flush=True)
+    for pid in seen["pids"]:  # registered workers only: their preload has run
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGUSR1)
+
+
 # ------------------------------------------------------------------------------- tests
 @pytest.mark.timeout(240)
 def test_local_workers_sync_then_rerun_copies_nothing(env: Env, tmp_path: Any) -> None:
@@ -178,9 +214,12 @@ def test_dask_cluster_survives_a_killed_worker(env: Env, tmp_path: Any) -> None:
     bucket = env.bucket("b", "dst-dask")
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0", preload=[_STACKS_ON_SIGUSR1],
     )  # fmt: skip
     client = distributed.Client(cluster)
+    stall = threading.Timer(180, _report_stall, (client,))  # the test times out at 240 s
+    stall.daemon = True
+    stall.start()
     try:
 
         class Spy:
@@ -222,6 +261,7 @@ def test_dask_cluster_survives_a_killed_worker(env: Env, tmp_path: Any) -> None:
                       shard_size=50)  # fmt: skip
         assert again["copied"] == 0 and again["skipped"] == TOTAL and again["failed"] == 0
     finally:
+        stall.cancel()
         client.close()
         cluster.close()
 
