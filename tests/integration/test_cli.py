@@ -343,7 +343,7 @@ def test_rm_recursive_under_key_hash_names_each_keys_owner(
     for name, value in cli_env().items():
         if name.startswith("S3KIT_CLI_"):
             monkeypatch.setenv(name, value)
-    keys = [f"{prefix}/k{i:02d}" for i in range(12)]
+    keys = [f"{prefix}/k{i:02d}" for i in range(24)]  # both owners hold some: 1 in 8M not
     with Multiplexer.from_config(config) as mux:  # the CLI's configuration, to seed and ask
         owner = {key: mux.put_object(BUCKET, key, b"k")["Endpoint"] for key in keys}
     assert set(owner.values()) == {"primary", "backup"}
