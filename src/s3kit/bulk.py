@@ -1421,7 +1421,7 @@ def repair(
     progress: Progress | None = None,
     on_action: Callable[[dict[str, Any]], None] | None = None,
     copy_threads: int | None = None,
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Bring a replica set's members level for ``path`` (``bucket[/prefix]``), shard by shard.
 
     The members are ``members`` (endpoint names), else those of the configuration's replica
@@ -1431,10 +1431,16 @@ def repair(
     (by LastModified) to the members that lack it or hold another one - staleness as contract
     §11: size, plus ETag when both are single-part, else the ETag a copy carries in
     ``s3kit-source-etag``. Nothing is deleted. The options are :func:`sync`'s;
-    ``state="s3"`` keeps the state on the first member.
+    ``state="s3"`` keeps the state on the first member (that answers).
+
+    Every member is probed first (a one-key listing of the bucket, as
+    :meth:`Multiplexer.repair`): one that does not answer is left out of the set, named in
+    ``"unreachable"``, counted once in ``"failed"`` and reported as a ``"probe"`` action; its
+    ledger rows stay for the next run. A set with fewer than two members answering is skipped.
 
     Returns :func:`sync`'s counts (``listed``: keys compared; ``copied``/``skipped``: per
-    member that needed or did not need a copy) plus ``from_ledger``.
+    member that needed or did not need a copy) plus ``from_ledger`` and ``unreachable`` (a
+    list of member names).
     """
     if not isinstance(path, str) or not path:
         raise InvalidArgument("path", "expected bucket[/prefix]")
@@ -1448,6 +1454,7 @@ def repair(
     config_path = _load(config, ())
     mux = _worker(config_path).mux  # dropped (closed) on return
     totals: dict[str, int] = {**dict.fromkeys(COUNTS, 0), "from_ledger": 0}
+    unreachable: list[str] = []
     try:
         if members is not None:
             if isinstance(members, str) or len(set(members)) < 2:
@@ -1469,9 +1476,16 @@ def repair(
         for name, names in sets:
             locs = [Location(n, bucket, prefix) for n in names]
             _load(config_path, locs)
+            down = _probe_members(mux, name, names, bucket, bool(dry_run), on_action)
+            totals["failed"] += len(down)  # once per member, not per key it is owed
+            unreachable += down
+            locs = [loc for loc in locs if loc.endpoint not in down]
+            if len(locs) < 2:
+                continue  # nothing to compare among the members that answered
             skip: frozenset[str] = frozenset()
             if name is not None:
-                skip = _replay_ledger(mux, name, bucket, prefix, bool(dry_run), totals, on_action)
+                skip = _replay_ledger(mux, name, bucket, prefix, bool(dry_run), totals,
+                                      on_action, down)  # fmt: skip
             job = SyncJob(
                 config_path, locs[0], locs[1], False, bool(dry_run), copy_threads or 0,
                 more=tuple(locs[2:]), newest=True, skip=skip, kind="repair",
@@ -1487,9 +1501,31 @@ def repair(
             for count, value in _run_job(job, run, "repair", plan, locs[0]).items():
                 totals[count] = totals.get(count, 0) + value
         totals["dry_run"] = int(bool(dry_run))
-        return totals
+        return {**totals, "unreachable": unreachable}
     finally:
         _drop_worker(config_path)
+
+
+def _probe_members(
+    mux: Multiplexer,
+    group: str | None,
+    names: Sequence[str],
+    bucket: str,
+    dry_run: bool,
+    on_action: Callable[[dict[str, Any]], None] | None,
+) -> list[str]:
+    """Probe each member once (``Multiplexer.repair``'s probe); the names of those that did
+    not answer, each logged and reported as a failed ``"probe"`` action."""
+    from . import _replica
+
+    down = _replica.probe_members(mux, [mux.endpoint(n) for n in names], bucket)
+    for member, error in down.items():
+        _log.warning("s3kit repair: %s did not answer and was skipped: %s", member, error)
+        if on_action is not None:
+            on_action({"action": "probe", "key": "", "endpoint": member, "replica_set": group,
+                       "ok": False, "dry_run": dry_run,
+                       "error": f"{type(error).__name__}: {error}"})  # fmt: skip
+    return [n for n in names if n in down]
 
 
 def _busiest(pages: Sequence[tuple[PageFn, str]]) -> int:
@@ -1510,9 +1546,11 @@ def _replay_ledger(
     dry_run: bool,
     totals: dict[str, int],
     on_action: Callable[[dict[str, Any]], None] | None,
+    unreachable: Sequence[str] = (),
 ) -> frozenset[str]:
-    """Replay the replica ledger's rows for ``bucket``/``prefix`` (as ``Multiplexer.repair``);
-    returns the keys (relative to ``prefix``) still owed, which the shards must leave alone."""
+    """Replay the replica ledger's rows for ``bucket``/``prefix`` (as ``Multiplexer.repair``;
+    rows owed to an ``unreachable`` member stay); returns the keys (relative to ``prefix``)
+    still owed, which the shards must leave alone."""
     from . import _replica
 
     counts = {"checked": 0, "copied": 0, "failed": 0, "from_ledger": 0}
@@ -1530,7 +1568,7 @@ def _replay_ledger(
         tmpdir = tempfile.mkdtemp(prefix="s3kit-repair-")
         try:
             run = _replica._Repair(mux, mux._groups[group], bucket, prefix, dry_run, counts,
-                                   None, report, tmpdir)  # fmt: skip
+                                   None, report, tmpdir, unreachable)  # fmt: skip
             run.replay(entries, [0], len(entries))
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
@@ -1664,13 +1702,15 @@ def cli_replicate(args: Any, config_path: str | None) -> int:
 def cli_repair(args: Any, config_path: str | None) -> int:
     """``s3kit repair BUCKET[/PREFIX] --workers N | --dask ADDR [--group NAME]``: :func:`repair`."""
 
-    def call(**kw: Any) -> dict[str, int]:
+    def call(**kw: Any) -> dict[str, Any]:
         return repair(args.path, group=getattr(args, "group", None), **kw)
 
-    def summary(result: Mapping[str, int], dry_run: bool) -> str:
+    def summary(result: Mapping[str, Any], dry_run: bool) -> str:
+        down = result.get("unreachable") or []
         return (
             f"repair {args.path}: {_summary(result, dry_run)}, from the ledger "
             f"{result['from_ledger']:,}, failed {result['failed']:,}; {_shards(result)}"
+            + (f"; unreachable (skipped): {', '.join(down)}" if down else "")
         )
 
     return _cli_bulk(args, config_path, call, summary)
@@ -1694,6 +1734,8 @@ def _action_line(action: Mapping[str, Any]) -> str:
         where += f" {action['source']} ->"
     if action.get("endpoint"):
         where += f" {action['endpoint']}"
+    if action["action"] == "probe":
+        return f"s3kit: error: {action.get('endpoint')} did not answer, skipped: {action['error']}"
     if not action.get("ok"):
         return f"s3kit: error: {action['action']} {action['key']}{where}: {action.get('error')}"
     if action["action"] == "copy":
@@ -1706,8 +1748,8 @@ def _action_line(action: Mapping[str, Any]) -> str:
 def _cli_bulk(
     args: Any,
     config_path: str | None,
-    call: Callable[..., dict[str, int]],
-    summary: Callable[[Mapping[str, int], bool], str],
+    call: Callable[..., Mapping[str, Any]],
+    summary: Callable[[Mapping[str, Any], bool], str],
 ) -> int:
     """Run one bulk verb for the CLI: workers or Dask, progress bar, JSON, exit codes."""
     as_json = bool(getattr(args, "json", False))

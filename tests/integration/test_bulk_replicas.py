@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import io
+import json
 import os
 import shutil
 import time
@@ -21,7 +22,7 @@ from boto3.s3.transfer import TransferConfig
 
 from s3kit import bulk
 from s3kit._cli import main
-from s3kit.testing import S3ServerPool
+from s3kit.testing import FaultProxy, S3ServerPool
 
 # The bulk tier (make test-scale): worker processes and three servers per module.
 pytestmark = [pytest.mark.timeout(180), pytest.mark.scale]
@@ -48,25 +49,31 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     pool = S3ServerPool(3, "moto", buckets=[BUCKET, "other"]).start()
     try:
         tmp = tmp_path_factory.mktemp("bulk-replicas")
-        lines = [
-            "[defaults]",
-            "max_concurrent = 8",
-            "[multiplexer]",
-            'replicas = ["a", "b", "c"]',
-            f'ledger_path = "{tmp / "ledger.sqlite"}"',
-        ]
-        for name, srv in zip(NAMES, pool, strict=True):
-            lines += [
-                f"[endpoints.{name}]",
-                f'url = "{srv.url}"',
-                f'access_key = "{srv.access_key}"',
-                f'secret_key = "{srv.secret_key}"',
-            ]
-        path = tmp / "s3kit.toml"
-        path.write_text("\n".join(lines) + "\n")
-        yield Env(pool, str(path))
+        yield Env(pool, _write_config(pool, tmp))
     finally:
         pool.stop()
+
+
+def _write_config(pool: S3ServerPool, tmp: Path, urls: Mapping[str, str] | None = None) -> str:
+    """The replica set a, b, c (``urls`` replaces an endpoint's URL, e.g. by a proxy's)."""
+    lines = [
+        "[defaults]",
+        "max_concurrent = 8",
+        "connect_timeout = 1",
+        "[multiplexer]",
+        'replicas = ["a", "b", "c"]',
+        f'ledger_path = "{tmp / "ledger.sqlite"}"',
+    ]
+    for name, srv in zip(NAMES, pool, strict=True):
+        lines += [
+            f"[endpoints.{name}]",
+            f'url = "{(urls or {}).get(name, srv.url)}"',
+            f'access_key = "{srv.access_key}"',
+            f'secret_key = "{srv.secret_key}"',
+        ]
+    path = tmp / "s3kit.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
 
 
 def _seed(client: Any, prefix: str, big: bool = True) -> None:
@@ -238,6 +245,45 @@ def test_repair_cli_bulk_form(env: Env, tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["--config", env.config, "repair", "rep/m2", "--group", "nope",
                  "--workers", "1"]) == 2  # fmt: skip
     assert "unknown replica set 'nope'" in capsys.readouterr().err
+
+
+def test_repair_skips_an_unreachable_member(
+    env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b, c = (env.clients[n] for n in NAMES)
+    a.put_object(Bucket=BUCKET, Key="u1/only-a", Body=b"a")
+    b.put_object(Bucket=BUCKET, Key="u1/d/only-b", Body=b"bb")
+    state = str(tmp_path / "s.sqlite")
+    with FaultProxy(env.pool[2].port) as proxy:
+        proxy.set_mode("refuse")  # c's server is down
+        config = _write_config(env.pool, tmp_path, {"c": proxy.url})
+        actions: list[dict[str, Any]] = []
+        got = bulk.repair("rep/u1", config=config, workers=1, state_path=state,
+                          on_action=actions.append)  # fmt: skip
+        assert got["unreachable"] == ["c"] and got["failed"] == 1
+        assert got["copied"] == 2 and got["listed"] == 2 and got["from_ledger"] == 0
+        assert [(x["action"], x["endpoint"], x["ok"]) for x in actions] == [("probe", "c", False)]
+        assert "ConnectionFailed" in actions[0]["error"]
+        for client in (a, b):
+            assert sorted(_listing(client, "u1/")) == ["d/only-b", "only-a"]
+        assert _listing(c, "u1/") == {}
+
+        # Fewer than two members answer: nothing to compare, the set is skipped.
+        alone = bulk.repair("rep/u1", config=config, members=["a", "c"], state_path=state)
+        assert alone["unreachable"] == ["c"] and alone["failed"] == 1
+        assert alone["shards"] == 0 and alone["listed"] == 0 and alone["copied"] == 0
+
+        b.put_object(Bucket=BUCKET, Key="u1/k3", Body=b"3")
+        argv = ["--config", config, "repair", "rep/u1", "--workers", "1", "--state", state]
+        assert main([*argv, "--json"]) == 1  # a partial failure
+        out = json.loads(capsys.readouterr().out)
+        assert out["unreachable"] == ["c"] and out["failed"] == 1 and out["copied"] == 1
+        assert [x["action"] for x in out["actions"]] == ["probe"]
+        assert main(argv) == 1
+        captured = capsys.readouterr()
+        assert "unreachable (skipped): c" in captured.out and "copied 0" in captured.out
+        assert "c did not answer, skipped: ConnectionFailed" in captured.err
+    assert sorted(_listing(a, "u1/")) == ["d/only-b", "k3", "only-a"]
 
 
 # ------------------------------------------------------------------- manifest state ("s3")
