@@ -258,6 +258,23 @@ def _head_shape(meta: ObjectMeta, attributes: Mapping[str, str]) -> dict[str, An
     return result
 
 
+def _get_shape(
+    result: GetResult,
+    meta: ObjectMeta,
+    attributes: Mapping[str, str],
+    data: bytes,
+    ranged: bool,
+) -> dict[str, Any]:
+    """A GetObject result (boto3's shape) for ``data``, the body read from ``result``."""
+    shape = _head_shape(meta, attributes)
+    shape["ContentLength"] = len(data)
+    if ranged:
+        start, stop = result.range
+        shape["ContentRange"] = f"bytes {start}-{stop - 1}/{meta['size']}"
+    shape["Body"] = data
+    return shape
+
+
 def _put_shape(put: Mapping[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {"ETag": put["e_tag"]}
     if put.get("version") is not None:
@@ -600,13 +617,7 @@ class ObstoreTransport:
             raise
         except Exception as exc:
             raise self._map(exc, "get_object") from exc
-        shape = _head_shape(meta, attributes)
-        shape["ContentLength"] = len(data)
-        if byte_range is not None:
-            start, stop = result.range
-            shape["ContentRange"] = f"bytes {start}-{stop - 1}/{meta['size']}"
-        shape["Body"] = data
-        return shape
+        return _get_shape(result, meta, attributes, data, byte_range is not None)
 
     def put_object(
         self,
@@ -1079,13 +1090,7 @@ class ObstoreTransport:
             raise
         except Exception as exc:
             raise self._map(exc, "get_object") from exc
-        shape = _head_shape(result.meta, result.attributes)
-        shape["ContentLength"] = len(data)
-        if byte_range is not None:
-            start, stop = result.range
-            shape["ContentRange"] = f"bytes {start}-{stop - 1}/{result.meta['size']}"
-        shape["Body"] = data
-        return shape
+        return _get_shape(result, result.meta, result.attributes, data, byte_range is not None)
 
     async def put_object_async(
         self,
