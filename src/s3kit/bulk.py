@@ -264,9 +264,9 @@ def _iter_objects(
             if last is not None and key > last:
                 return
             yield key[cut:], obj
-        token = next_token(resp, token, "")  # checked by the page's attempt already
-        if token is None:
+        if not resp.get("IsTruncated"):
             return
+        token = str(resp["NextContinuationToken"])  # vetted by next_token in _list_page
 
 
 def _chunk(
