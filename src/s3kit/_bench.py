@@ -786,19 +786,17 @@ def _async_ratios(rows: list[Row]) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------- large: the obstore variants
 def _large_variants(direction: str) -> tuple[str, ...]:
-    """boto3's, and obstore's when the extra is installed (downloads also raw + fsync)."""
+    """boto3's, and obstore's when the extra is installed; the + fsync rows for downloads."""
+    variants = ["boto3 s3transfer", S3T_FSYNC, "s3kit (boto3)"]
     try:
         import obstore  # noqa: F401
     except ImportError:
-        if direction == "up":
-            return ("boto3 s3transfer", "s3kit (boto3)")
-        return ("boto3 s3transfer", S3T_FSYNC, "s3kit (boto3)")
-    if direction == "up":
-        return ("boto3 s3transfer", "s3kit (boto3)", "obstore raw", "s3kit (obstore)")
-    return (
-        "boto3 s3transfer", S3T_FSYNC, "s3kit (boto3)",
-        "obstore raw", RAW_FSYNC, "s3kit (obstore)",
-    )  # fmt: skip
+        pass
+    else:
+        variants += ["obstore raw", RAW_FSYNC, "s3kit (obstore)"]
+    if direction == "up":  # durability is a download's cost: nothing to compare on uploads
+        variants = [v for v in variants if v not in (S3T_FSYNC, RAW_FSYNC)]
+    return tuple(variants)
 
 
 def _obstore_transfer(
