@@ -157,11 +157,17 @@ RAW_META = "obstore raw + metadata"
 # s3transfer) leave the bytes in the page cache; this row does what s3kit does, by hand.
 RAW_FSYNC = "obstore raw + fsync"
 S3T_FSYNC = "boto3 s3transfer + fsync"
+# s3kit's download_file(fsync=False): the same work as the bare raw rows (what s3kit's own
+# copies through a scratch file use).
+KIT_NOSYNC = "s3kit (boto3), fsync=False"
+OBSTORE_NOSYNC = "s3kit (obstore), fsync=False"
+NOSYNC = (KIT_NOSYNC, OBSTORE_NOSYNC)
 # What each s3kit row is also compared with, besides plain boto3: its library used raw, and
 # used raw doing the same work s3kit must do.
 RAW_BASES = {
     "s3kit (obstore)": ("obstore raw", RAW_META, RAW_FSYNC),
     "s3kit (boto3)": (S3T_FSYNC,),
+    OBSTORE_NOSYNC: ("obstore raw",),
 }
 _HEAD: Any = {"head": True}
 
@@ -272,16 +278,13 @@ def _large_child(args: tuple[str, str, str, str, str, int]) -> tuple[float, floa
                 os.fsync(fh.fileno())
     elif variant in ("obstore raw", RAW_FSYNC):
         _obstore_transfer(direction, url, ak, sk, key, src, dst, durable=variant == RAW_FSYNC)
-    elif variant == "s3kit (obstore)":
-        fast = s3_kit().create_s3_endpoint_handler(url, ak, sk, transport="obstore")
-        if direction == "up":
-            fast.upload_file(src, BUCKET, key)
-        else:
-            fast.download_file(BUCKET, key, dst)
-    elif direction == "up":
-        handler.upload_file(src, BUCKET, key)
     else:
-        handler.download_file(BUCKET, key, dst)
+        if "obstore" in variant:
+            handler = s3_kit().create_s3_endpoint_handler(url, ak, sk, transport="obstore")
+        if direction == "up":
+            handler.upload_file(src, BUCKET, key)
+        else:
+            handler.download_file(BUCKET, key, dst, fsync=variant not in NOSYNC)
     seconds = time.perf_counter() - t0
     growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024.0
     for name in os.listdir(tmp):
@@ -786,16 +789,17 @@ def _async_ratios(rows: list[Row]) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------- large: the obstore variants
 def _large_variants(direction: str) -> tuple[str, ...]:
-    """boto3's, and obstore's when the extra is installed; the + fsync rows for downloads."""
-    variants = ["boto3 s3transfer", S3T_FSYNC, "s3kit (boto3)"]
+    """boto3's, and obstore's when the extra is installed; for downloads, the raw rows + fsync
+    and s3kit's with fsync=False (each side doing the other's work)."""
+    variants = ["boto3 s3transfer", S3T_FSYNC, "s3kit (boto3)", KIT_NOSYNC]
     try:
         import obstore  # noqa: F401
     except ImportError:
         pass
     else:
-        variants += ["obstore raw", RAW_FSYNC, "s3kit (obstore)"]
+        variants += ["obstore raw", RAW_FSYNC, "s3kit (obstore)", OBSTORE_NOSYNC]
     if direction == "up":  # durability is a download's cost: nothing to compare on uploads
-        variants = [v for v in variants if v not in (S3T_FSYNC, RAW_FSYNC)]
+        variants = [v for v in variants if v not in (S3T_FSYNC, RAW_FSYNC, *NOSYNC)]
     return tuple(variants)
 
 

@@ -1265,7 +1265,10 @@ def _transfer(
     assert tmpdir is not None
     tmp = os.path.join(tmpdir, uuid.uuid4().hex)
     try:
-        got = mux.download_file(src.bucket, src.key, tmp, endpoint=src.endpoint, callback=get_cb)
+        # A scratch copy between two stores, uploaded and deleted: no fsync.
+        got = mux.download_file(
+            src.bucket, src.key, tmp, endpoint=src.endpoint, callback=get_cb, fsync=False
+        )
         put = mux.upload_file(tmp, dst.bucket, dst.key, endpoint=dst.endpoint, callback=put_cb)
     finally:
         with contextlib.suppress(FileNotFoundError):

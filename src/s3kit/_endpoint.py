@@ -58,6 +58,7 @@ from ._validate import (
     check_delete_keys,
     check_download_target,
     check_expiration,
+    check_flag,
     check_key,
     check_max_keys,
     check_optional_str,
@@ -421,18 +422,26 @@ class Endpoint:
         *,
         timeout: float | None = None,
         callback: Callable[[int], None] | None = None,
+        fsync: bool = True,
     ) -> dict[str, Any]:
         """Download to ``file_path`` atomically: a temp file beside it, renamed when complete.
 
         ``callback(n)`` is called with byte counts as they arrive (negative when a download
         starts over), like boto3's ``Callback``; for large objects, fetched in parallel ranged
-        parts, it is called from several threads.
+        parts, it is called from several threads. The file is fsynced before the rename, so
+        it survives a crash once this returns; ``fsync=False`` skips that (a scratch copy
+        gains the time the disk takes to write it).
         """
         path = check_download_target(file_path)
         t = check_timeout(timeout)
         deadline = None if t is None else self._clock.monotonic() + t
         op = _ops.download_file(
-            check_bucket(bucket), check_key(key), path, deadline, check_callback(callback)
+            check_bucket(bucket),
+            check_key(key),
+            path,
+            deadline,
+            check_callback(callback),
+            check_flag(fsync, "fsync"),
         )
         return self._execute(op, t)
 

@@ -69,6 +69,7 @@ from ._validate import (
     check_delete_keys,
     check_download_target,
     check_expiration,
+    check_flag,
     check_key,
     check_max_keys,
     check_optional_str,
@@ -949,11 +950,14 @@ class Multiplexer:
         strategy: str | Router | None = None,
         timeout: float | None = None,
         callback: Callable[[int], None] | None = None,
+        fsync: bool = True,
     ) -> dict[str, Any]:
-        """Download atomically; ``callback(n)`` gets byte counts as they arrive (see Endpoint)."""
+        """Download atomically; ``callback(n)`` gets byte counts as they arrive, ``fsync=False``
+        skips the fsync before the rename (see Endpoint)."""
         path = check_download_target(file_path)
         deadline = self._deadline(timeout)
         bucket, key, callback = check_bucket(bucket), check_key(key), check_callback(callback)
+        fsync = check_flag(fsync, "fsync")
         group = self._group_for(endpoint) if self._groups else None
         if group is not None:
             # Across replicas: pinned to one version (ETag); hedged when the set hedges; a
@@ -968,8 +972,9 @@ class Multiplexer:
                 deadline,
                 callback,
                 self._router_for(strategy),
+                fsync,
             )
-        op = _ops.download_file(bucket, key, path, deadline, callback)
+        op = _ops.download_file(bucket, key, path, deadline, callback, fsync)
         return self._run(op, endpoint, strategy, deadline)
 
     def put_object(

@@ -212,7 +212,9 @@ class _Download:
 
     Attempts on the same endpoint resume with a Range request from the bytes already received
     (pinned to the first answer's ETag); a new endpoint starts over, since another store may hold
-    another version. On failure the target keeps its old content.
+    another version. On failure the target keeps its old content. With ``fsync`` (the
+    default) the temp file reaches the disk before the rename; without it (a scratch copy that
+    is uploaded and deleted) the bytes may still sit in the page cache.
     """
 
     def __init__(
@@ -222,8 +224,10 @@ class _Download:
         path: str,
         deadline: float | None,
         callback: Callable[[int], None] | None = None,
+        fsync: bool = True,
     ) -> None:
         self.callback = callback
+        self.fsync = fsync
         self.bucket = bucket
         self.key = key
         self.path = path
@@ -231,7 +235,7 @@ class _Download:
         self.dir = os.path.dirname(os.path.abspath(path))
         self.tmp: str | None = None
         self.fh: BinaryIO | None = None
-        self.state = DownloadState(deadline=deadline, progress=callback)
+        self.state = DownloadState(deadline=deadline, progress=callback, durable=fsync)
         self.endpoint: object = None
 
     def _fresh(self, ep: object) -> BinaryIO:
@@ -249,7 +253,9 @@ class _Download:
             ) from None
         self.tmp = name
         self.fh = os.fdopen(fd, "wb")
-        self.state = DownloadState(deadline=self.deadline, progress=self.callback)
+        self.state = DownloadState(
+            deadline=self.deadline, progress=self.callback, durable=self.fsync
+        )
         self.endpoint = ep
         return self.fh
 
@@ -267,7 +273,8 @@ class _Download:
                 operation="download_file",
             )
         fh.flush()
-        os.fsync(fh.fileno())
+        if self.fsync:
+            os.fsync(fh.fileno())
         fh.close()
         self.fh = None
         assert self.tmp is not None
@@ -297,8 +304,9 @@ def download_file(
     file_path: str,
     deadline: float | None = None,
     callback: Callable[[int], None] | None = None,
+    fsync: bool = True,
 ) -> Op:
-    dl = _Download(bucket, key, file_path, deadline, callback)
+    dl = _Download(bucket, key, file_path, deadline, callback, fsync)
     return Op("download_file", dl.attempt, READ, bucket, key, cleanup=dl.cleanup)
 
 

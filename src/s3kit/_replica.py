@@ -64,7 +64,6 @@ __all__ = [
     "check_quorum",
     "hedged_read",
     "parse_hedge",
-    "pinned_download",
     "probe_members",
     "repair",
     "replica_download",
@@ -337,17 +336,6 @@ class _PinnedDownload(_ops._Download):
         return super().attempt(ep, timeout)
 
 
-def pinned_download(
-    bucket: str,
-    key: str,
-    file_path: str,
-    deadline: float | None = None,
-    callback: Callable[[int], None] | None = None,
-) -> _ops.Op:
-    dl = _PinnedDownload(bucket, key, file_path, deadline, callback)
-    return _ops.Op("download_file", dl.attempt, _ops.READ, bucket, key, cleanup=dl.cleanup)
-
-
 # ------------------------------------------------------- replica-set downloads
 class _Switch(Exception):
     """Raised from a leg's progress callback: stop this leg (it lost, its version is not the
@@ -391,8 +379,10 @@ class _ReplicaDownload:
         deadline: float | None,
         callback: Callable[[int], None] | None,
         router: Router,
+        fsync: bool = True,
     ) -> None:
         self.mux = mux
+        self.fsync = fsync
         self.group = group
         self.members = list(members)
         self.bucket = bucket
@@ -461,7 +451,12 @@ class _ReplicaDownload:
         name = f".{os.path.basename(self.path)}.s3kit-leg-{uuid.uuid4().hex[:8]}"
         leg = _Leg(ep, os.path.join(self.dir, name), is_hedge)
         leg.dl = _PinnedDownload(
-            self.bucket, self.key, leg.path, self.deadline, lambda n: self.leg_progress(leg, n)
+            self.bucket,
+            self.key,
+            leg.path,
+            self.deadline,
+            lambda n: self.leg_progress(leg, n),
+            self.fsync,
         )
         return leg
 
@@ -512,7 +507,7 @@ class _ReplicaDownload:
             if self.callback is not None:
                 self.callback(n)
 
-        dl = _PinnedDownload(self.bucket, self.key, self.path, self.deadline, progress)
+        dl = _PinnedDownload(self.bucket, self.key, self.path, self.deadline, progress, self.fsync)
         holder.append(dl)
         return _ops.Op("download_file", dl.attempt, _ops.READ, self.bucket, self.key, dl.cleanup)
 
@@ -593,7 +588,8 @@ class _ReplicaDownload:
                         endpoint=first.name,
                         operation="download_file",
                     )
-            os.fsync(fd)
+            if self.fsync:
+                os.fsync(fd)
             os.close(fd)
             fd = -1
             os.replace(tmp, self.path)
@@ -657,11 +653,14 @@ def replica_download(
     deadline: float | None,
     callback: Callable[[int], None] | None,
     router: Router,
+    fsync: bool = True,
 ) -> dict[str, Any]:
     """``download_file`` from a replica set: hedged when the set hedges, as ranged parts
     across members when the object is larger than ``PART_SIZE`` (see :class:`_ReplicaDownload`).
     """
-    run = _ReplicaDownload(mux, group, members, bucket, key, path, deadline, callback, router)
+    run = _ReplicaDownload(
+        mux, group, members, bucket, key, path, deadline, callback, router, fsync
+    )
     hedge = group.hedge
     if hedge is None or hedge.max_extra <= 0 or len(members) < 2:
         op = run.single_op()
@@ -1005,7 +1004,8 @@ class _Repair:
     def copy(self, src: Endpoint, dst: Endpoint, key: str, head: Mapping[str, Any]) -> None:
         """Copy ``key`` from ``src`` to ``dst`` through a local temp file, tagged with its ETag."""
         path = os.path.join(self.tmpdir, uuid.uuid4().hex)
-        op = _ops.download_file(self.bucket, key, path)
+        # A scratch copy, uploaded and deleted: fsyncing it would only slow the repair down.
+        op = _ops.download_file(self.bucket, key, path, fsync=False)
         try:
             got = src.run(op)
             if got.get("ETag") != head.get("ETag"):

@@ -16,6 +16,7 @@ __all__ = [
     "check_delete_keys",
     "check_download_target",
     "check_expiration",
+    "check_flag",
     "check_key",
     "check_max_keys",
     "check_optional_str",
@@ -125,6 +126,12 @@ def check_callback(callback: Any) -> Any:
     if callback is not None and not callable(callback):
         raise InvalidArgument("callback", f"must be callable, got {type(callback).__name__}")
     return callback
+
+
+def check_flag(value: Any, argument: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidArgument(argument, f"must be True or False, got {value!r}")
+    return value
 
 
 def check_optional_str(value: Any, argument: str) -> str | None:

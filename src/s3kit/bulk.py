@@ -766,7 +766,10 @@ class _ShardRun:
         try:
             with self.worker.slot(src.endpoint):
                 head = mux.head_object(src.bucket, src.key(key), endpoint=src.endpoint)
-                got = mux.download_file(src.bucket, src.key(key), path, endpoint=src.endpoint)
+                # A scratch copy, uploaded and deleted: no fsync.
+                got = mux.download_file(
+                    src.bucket, src.key(key), path, endpoint=src.endpoint, fsync=False
+                )
             extra = _extra(head)
             # The upload is multipart: its ETag differs, the source's goes into metadata.
             copied = {**head, "ETag": got.get("ETag") or head.get("ETag")}

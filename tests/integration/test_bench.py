@@ -62,3 +62,7 @@ def test_bench_reports_every_variant_and_ratios() -> None:
     assert ("large up 9 MiB", "obstore raw + fsync") not in variants
     assert ("large down 9 MiB", "s3kit (obstore) / obstore raw + fsync") in ratios
     assert ("large down 9 MiB", "s3kit (boto3) / boto3 s3transfer + fsync") in ratios
+    # and s3kit with fsync=False against the bare raw rows (the same work again)
+    assert ("large down 9 MiB", "s3kit (obstore), fsync=False / obstore raw") in ratios
+    assert ("large down 9 MiB", "s3kit (boto3), fsync=False / boto3 s3transfer") in ratios
+    assert ("large up 9 MiB", "s3kit (obstore), fsync=False") not in variants

@@ -578,6 +578,16 @@ def test_a_large_download_is_spread_over_the_replicas(
         assert proxies[1].stats["faults_injected"]["reset"] == 1
         assert out.read_bytes() == data
         assert "r1" not in result["Endpoints"]
+
+        # fsync=False (a scratch copy): the same parts, never fsynced
+        synced: list[int] = []
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(os, "fsync", synced.append)
+            scratch = tmp_path / "scratch.bin"
+            result = mux.download_file(BUCKET, key, str(scratch), fsync=False)
+        assert synced == [] and scratch.read_bytes() == data
+        assert sorted(result["Endpoints"]) == ["r0", "r1", "r2"]
+        scratch.unlink()
     assert os.listdir(tmp_path) == ["big.bin"]  # no temp file left behind
 
 

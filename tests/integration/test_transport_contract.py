@@ -401,6 +401,40 @@ def test_upload_download_identical(ep: Endpoint, tmp_path: Path, size: int) -> N
     assert [p.name for p in tmp_path.iterdir() if ".s3kit-" in p.name] == []
 
 
+def test_download_without_fsync_writes_the_same_file_unsynced(
+    ep: Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 9 MiB: large enough for the write-back while bytes arrive (ranged parts on boto3, the
+    # background fdatasync every 8 MiB on obstore), which fsync=False must skip as well.
+    body = os.urandom(9 * MiB)
+    key = _key("unsynced.bin")
+    ep.put_object(BUCKET, key, body)
+    synced: list[str] = []
+
+    def spy(name: str) -> Callable[[int], None]:
+        real = getattr(os, name)
+
+        def call(fd: int) -> None:
+            synced.append(name)
+            real(fd)
+
+        return call
+
+    monkeypatch.setattr(os, "fsync", spy("fsync"))
+    monkeypatch.setattr(os, "fdatasync", spy("fdatasync"))
+    scratch = tmp_path / "scratch.bin"
+    down = ep.download_file(BUCKET, key, str(scratch), fsync=False)
+    _documented(down, "download_file")
+    assert down["ContentLength"] == len(body)
+    assert scratch.read_bytes() == body
+    assert synced == []
+    durable = tmp_path / "durable.bin"
+    ep.download_file(BUCKET, key, str(durable))
+    assert durable.read_bytes() == body
+    assert set(synced) == {"fsync", "fdatasync"}, synced
+    assert [p.name for p in tmp_path.iterdir() if ".s3kit-" in p.name] == []
+
+
 def test_download_resumes_and_restarts(servers: dict[str, S3Server], transport: str) -> None:
     # moto honours If-Match on GET (nanio ignores it), so the restart is checked there.
     ep = make_endpoint(servers["moto"], transport)

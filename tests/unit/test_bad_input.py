@@ -588,6 +588,14 @@ def test_unwritable_download_target_is_rejected(h: Harness, logs: LogCapture, fo
     )
 
 
+@pytest.mark.parametrize("form", ["mux", "handler"])
+@pytest.mark.parametrize("fsync", [None, 0, "no"], ids=["None", "int", "str"])
+def test_download_fsync_flag_must_be_a_bool(
+    h: Harness, logs: LogCapture, form: str, fsync: Any
+) -> None:
+    expect_rejected(h, logs, call_verb(h, form, "download_file", fsync=fsync), "fsync")
+
+
 def test_download_target_with_nul_byte_is_rejected(h: Harness, logs: LogCapture) -> None:
     target = str(h.tmp / "downloads" / "a\x00b")
     expect_rejected(h, logs, call_verb(h, "mux", "download_file", file_path=target), "file_path")

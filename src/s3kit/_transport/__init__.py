@@ -73,6 +73,9 @@ class DownloadState:
     #: whether chunks are hashed: decided at the first chunk, when the ETag is known (only a
     #: single-part object's ETag is the MD5 of its bytes; hashing a multipart one is wasted CPU)
     hashing: bool | None = None
+    #: download_file will fsync its temp file before the rename: transports start writing it
+    #: back to disk while bytes still arrive (False for ``download_file(fsync=False)``)
+    durable: bool = True
 
     def take(self, fileobj: BinaryIO, chunk: bytes) -> bool:
         """Write one body chunk; returns True once the deadline has passed."""

@@ -580,7 +580,8 @@ class Boto3Transport:
             # Start writing the part back now, while other parts still arrive: the fsync
             # before the final rename then finds little left to write (on 256 MiB it was
             # as long as the whole transfer when all of it waited for the end).
-            os.fdatasync(fileobj.fileno())
+            if state.durable:
+                os.fdatasync(fileobj.fileno())
 
         if missing:
             workers = min(TRANSFER_CONCURRENCY, len(missing))

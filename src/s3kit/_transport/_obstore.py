@@ -811,7 +811,7 @@ class ObstoreTransport:
 
         restartable = operation == "download_file"
         # download_file's temp file is fsynced before its rename: start that while bytes arrive.
-        writeback = WriteBack(fileobj) if restartable else None
+        writeback = WriteBack(fileobj) if restartable and state.durable else None
         options: GetOptions = {}
         if state.offset:
             options["range"] = {"offset": state.offset}
