@@ -8,7 +8,6 @@ time and ops/s are shown too.
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import itertools
 import json
@@ -241,6 +240,38 @@ def bench_small(
     return rows
 
 
+class _RssPeak:
+    """The peak resident memory above the level at start, in MiB, sampled every 5 ms.
+
+    ``ru_maxrss`` cannot tell: it keeps the peak of the process's whole life, and importing
+    boto3 and obstore alone reaches more than a streamed transfer adds (it read 0.0 growth).
+    """
+
+    def __init__(self) -> None:
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._start = self.peak = self._now()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
+        self._thread.start()
+
+    def _now(self) -> int:
+        if sys.platform != "linux":  # no /proc: the lifetime peak is all there is
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            return peak if sys.platform == "darwin" else peak * 1024  # bytes there, KiB elsewhere
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * self._page
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.005):
+            self.peak = max(self.peak, self._now())
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._now())
+        return (self.peak - self._start) / (1024 * 1024)
+
+
 def _large_child(args: tuple[str, str, str, str, str, int]) -> tuple[float, float]:
     """Run one large transfer in a fresh process: (seconds, peak RSS growth in MiB)."""
     variant, direction, url, ak, sk, size_mb = args
@@ -251,15 +282,18 @@ def _large_child(args: tuple[str, str, str, str, str, int]) -> tuple[float, floa
 
     tmp = tempfile.mkdtemp(prefix="s3kit-bench-")
     src = os.path.join(tmp, "big.bin")
-    with open(src, "wb") as fh:
-        for _ in range(size_mb):
-            fh.write(os.urandom(1024 * 1024))
-    key = f"large/{variant.replace(' ', '_')}.bin"
+    if direction == "up":
+        _write_random(src, size_mb)
+        key = f"large/{variant.replace(' ', '_')}.bin"
+    else:
+        key = DOWN_KEY  # uploaded once by the parent
     client = _raw_client(url, ak, sk)
     handler = s3_kit().create_s3_endpoint_handler(url, ak, sk)
-    if direction == "down":
-        client.upload_file(src, BUCKET, key)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Start every transfer on a quiet disk: a source file just written and the server's copy
+    # of an upload would otherwise be written back during the timed transfer, by chance more
+    # during one variant than another.
+    os.sync()
+    rss = _RssPeak()
     t0 = time.perf_counter()
     dst = os.path.join(tmp, "out.bin")
     if variant in ("boto3 s3transfer", S3T_FSYNC):
@@ -286,11 +320,20 @@ def _large_child(args: tuple[str, str, str, str, str, int]) -> tuple[float, floa
         else:
             handler.download_file(BUCKET, key, dst, fsync=variant not in NOSYNC)
     seconds = time.perf_counter() - t0
-    growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024.0
+    growth = rss.stop()
     for name in os.listdir(tmp):
         os.unlink(os.path.join(tmp, name))
     os.rmdir(tmp)
     return seconds, growth
+
+
+DOWN_KEY = "large/download.bin"
+
+
+def _write_random(path: str, size_mb: int) -> None:
+    with open(path, "wb") as fh:
+        for _ in range(size_mb):
+            fh.write(os.urandom(1024 * 1024))
 
 
 def bench_large(url: str, ak: str, sk: str, *, size_mb: int, reps: int) -> list[Row]:
@@ -298,13 +341,19 @@ def bench_large(url: str, ak: str, sk: str, *, size_mb: int, reps: int) -> list[
 
     ctx = multiprocessing.get_context("spawn")
     rows = []
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+    with tempfile.TemporaryDirectory(prefix="s3kit-bench-") as tmp:
+        src = os.path.join(tmp, "big.bin")
+        _write_random(src, size_mb)
+        _raw_client(url, ak, sk).upload_file(src, BUCKET, DOWN_KEY)  # what every download gets
+    # maxtasksperchild=1: a new process for every transfer. A reused one would measure each
+    # transfer's RSS growth from the peak an earlier transfer left (ru_maxrss never falls).
+    with ctx.Pool(1, maxtasksperchild=1) as pool:
         for direction in ("up", "down"):
             samples: dict[str, list[tuple[float, float]]] = {}
             for _ in range(reps):
                 for variant in _large_variants(direction):
                     job = (variant, direction, url, ak, sk, size_mb)
-                    samples.setdefault(variant, []).append(pool.submit(_large_child, job).result())
+                    samples.setdefault(variant, []).append(pool.apply(_large_child, (job,)))
             for variant, runs in samples.items():
                 wall = statistics.median(s for s, _ in runs)
                 rss = max(g for _, g in runs)
