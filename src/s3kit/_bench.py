@@ -862,7 +862,8 @@ def _obstore_transfer(
 
     import obstore
 
-    from ._transport._boto3 import CHUNK, MULTIPART_THRESHOLD, TRANSFER_CONCURRENCY
+    from ._transport._boto3 import CHUNK, MULTIPART_THRESHOLD
+    from ._transport._obstore import UPLOAD_CONCURRENCY
 
     store = _raw_obstore(url, ak, sk)
     if direction == "up":
@@ -872,7 +873,7 @@ def _obstore_transfer(
             Path(src),
             use_multipart=True,
             chunk_size=MULTIPART_THRESHOLD,
-            max_concurrency=TRANSFER_CONCURRENCY,
+            max_concurrency=UPLOAD_CONCURRENCY,
         )
         return
     target = dst + ".part" if durable else dst
