@@ -288,7 +288,8 @@ def _large_child(args: tuple[str, str, str, str, str, int]) -> tuple[float, floa
     else:
         key = DOWN_KEY  # uploaded once by the parent
     client = _raw_client(url, ak, sk)
-    handler = s3_kit().create_s3_endpoint_handler(url, ak, sk)
+    transport = "obstore" if variant.startswith("s3kit (obstore)") else "boto3"
+    handler = s3_kit().create_s3_endpoint_handler(url, ak, sk, transport=transport)
     # Start every transfer on a quiet disk: a source file just written and the server's copy
     # of an upload would otherwise be written back during the timed transfer, by chance more
     # during one variant than another.
@@ -312,13 +313,10 @@ def _large_child(args: tuple[str, str, str, str, str, int]) -> tuple[float, floa
                 os.fsync(fh.fileno())
     elif variant in ("obstore raw", RAW_FSYNC):
         _obstore_transfer(direction, url, ak, sk, key, src, dst, durable=variant == RAW_FSYNC)
+    elif direction == "up":
+        handler.upload_file(src, BUCKET, key)
     else:
-        if "obstore" in variant:
-            handler = s3_kit().create_s3_endpoint_handler(url, ak, sk, transport="obstore")
-        if direction == "up":
-            handler.upload_file(src, BUCKET, key)
-        else:
-            handler.download_file(BUCKET, key, dst, fsync=variant not in NOSYNC)
+        handler.download_file(BUCKET, key, dst, fsync=variant not in NOSYNC)
     seconds = time.perf_counter() - t0
     growth = rss.stop()
     for name in os.listdir(tmp):
