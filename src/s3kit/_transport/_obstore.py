@@ -72,8 +72,8 @@ _T = TypeVar("_T")
 
 STREAM_TIMEOUT_S = 24 * 3600.0  # whole-request backstop for streamed bodies
 #: parts of a multipart upload in flight at once. obstore holds each in memory: a 256 MiB upload
-#: grew RSS by 10 + 8 MiB per part (74.6 MiB at 8, the boto3 transport's figure); 5 keeps it
-#: near 50 MiB. Throughput on SeaweedFS and nanio was flat from 4 to 8 (2 parts: 0.6-1x).
+#: grew RSS by about 10 MiB + 8 MiB per part (74.6 MiB at the boto3 transport's 8 parts; 56 MiB
+#: at 5 in `s3kit bench`). Throughput on SeaweedFS and nanio was flat from 4 to 8 parts.
 UPLOAD_CONCURRENCY = 5
 _MAX_STORES = 64
 
