@@ -24,6 +24,7 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 import pytest
 
+from s3kit._bench import _RssPeak
 from s3kit._config import make_config
 from s3kit._endpoint import Endpoint
 from s3kit._errors import (
@@ -399,6 +400,30 @@ def test_upload_download_identical(ep: Endpoint, tmp_path: Path, size: int) -> N
     assert (down["ContentLength"], down["ETag"], down["Path"]) == (size, up["ETag"], str(dest))
     assert dest.read_bytes() == src.read_bytes()
     assert [p.name for p in tmp_path.iterdir() if ".s3kit-" in p.name] == []
+
+
+def test_large_transfers_are_streamed_not_held_in_memory(
+    endpoints: dict[tuple[str, str], Endpoint], transport: str, tmp_path: Path
+) -> None:
+    # 96 MiB each way: the process's resident memory grows by well under the object's size
+    # (s3kit bench, 256 MiB: obstore 56 MiB up and 10 MiB down, boto3 36 and 28.5 MiB).
+    ep = endpoints[("nanio", transport)]
+    size = 96 * MiB
+    src = tmp_path / "big.bin"
+    with open(src, "wb") as fh:
+        for _ in range(size // MiB):
+            fh.write(os.urandom(MiB))
+    key = _key("streamed.bin")
+    rss = _RssPeak()
+    ep.upload_file(str(src), BUCKET, key)
+    up = rss.stop()
+    dest = tmp_path / "dest.bin"
+    rss = _RssPeak()
+    down = ep.download_file(BUCKET, key, str(dest), fsync=False)
+    growth = rss.stop()
+    ep.delete_object(BUCKET, key)
+    assert down["ContentLength"] == size
+    assert up < 80 and growth < 80, f"RSS grew {up:.1f} MiB up, {growth:.1f} MiB down"
 
 
 def test_download_without_fsync_writes_the_same_file_unsynced(
