@@ -529,20 +529,25 @@ def test_a_hedged_download_races_a_slow_replica(
     counted: list[int] = []
     hedge = {"delay_s": 0.05, "max_extra": 1.0}
     with proxied_mux(proxies, tmp_path, strategy="priority", hedge=hedge) as mux:
-        proxies[0].set_mode("latency", delay_s=2.5, count=1)
+        # Each member's client made and a connection open first: r0's leg sends its request at
+        # once. (Without this, a loaded CI machine once started r0's leg so late that r1 had
+        # already won, and r0's request then missed the held answer it was meant to get.)
+        for name in NAMES:
+            mux.head_object(BUCKET, key, endpoint=name)
+        proxies[0].set_mode("latency", delay_s=2.5, count=1)  # back to "pass" after one
         try:
             result = mux.download_file(BUCKET, key, str(out), callback=counted.append)
+            stats = mux.hedge_stats()["replicas"]
+            assert result["Endpoint"] == "r1" and result["Path"] == str(out), (result, stats)
+            assert out.read_bytes() == body and sum(counted) == len(body)
+            hedged = (stats["hedges"], stats["hedge_wins"], stats["by_endpoint"])
+            assert hedged == (1, 1, {"r1": 1}), stats
+            # r0's answer was the held one; after 2.5 s its leg gives up at its first chunk and
+            # removes its file
+            wait_until(lambda: proxies[0].stats["faults_injected"]["latency"] == 1)
+            wait_until(lambda: os.listdir(target) == ["out.bin"])
         finally:
             proxies[0].set_mode("pass")
-        stats = mux.hedge_stats()["replicas"]
-        # (Once, after ~900 tests in one process, this failed with a 1.5 s hold; not reproduced
-        # since, under load either: the hold is longer now and a failure says what happened.)
-        assert result["Endpoint"] == "r1" and result["Path"] == str(out), (result, stats)
-        assert out.read_bytes() == body and sum(counted) == len(body)
-        assert (stats["hedges"], stats["hedge_wins"], stats["by_endpoint"]) == (1, 1, {"r1": 1})
-        # the loser answers after 2.5 s, gives up at its first chunk and removes its file
-        wait_until(lambda: os.listdir(target) == ["out.bin"])
-        assert proxies[0].stats["faults_injected"]["latency"] == 1
     assert sum(counted) == len(body)  # the loser's bytes were never counted
 
 
