@@ -1732,13 +1732,13 @@ def _shards(result: Mapping[str, int]) -> str:
 
 
 def _action_line(action: Mapping[str, Any]) -> str:
+    if action["action"] == "probe":
+        return f"s3kit: error: {action.get('endpoint')} did not answer, skipped: {action['error']}"
     where = ""
     if action.get("source"):
         where += f" {action['source']} ->"
     if action.get("endpoint"):
         where += f" {action['endpoint']}"
-    if action["action"] == "probe":
-        return f"s3kit: error: {action.get('endpoint')} did not answer, skipped: {action['error']}"
     if not action.get("ok"):
         return f"s3kit: error: {action['action']} {action['key']}{where}: {action.get('error')}"
     if action["action"] == "copy":
